@@ -1,0 +1,122 @@
+/**
+ * The engine contract: the one interface between the service and the OS data plane.
+ *
+ * The service owns the truth (rules in SQLite); an engine holds a copy of the enabled rules in the
+ * kernel and enforces them. Every method that touches the kernel is asynchronous and never blocks the
+ * event loop. Implementations: `NativeEngine` (the addon: eBPF on Linux, WFP + driver on Windows) and
+ * test doubles.
+ *
+ * Contract:
+ * - `open()` attaches the data plane. Until it resolves, every other kernel call rejects with code
+ *   `ENGINE_DOWN`. `close()` detaches everything; after it nothing of NetClamp stays in the kernel.
+ * - `applyRule(rule)` inserts or replaces the rule with `rule.id` atomically: packets see either the old or
+ *   the new version, never a mix. It applies to connections that are already open. With
+ *   `resetCounters`, the rule's counters restart from zero. If the app path cannot be resolved (file
+ *   missing) it rejects with code `ENOENT` and the rule is not installed (a previous version is removed).
+ * - `removeRule(id)` removes it; removing an unknown id is not an error.
+ * - `installedRules()` reads back, from the kernel, which rule ids are installed and a fingerprint of what
+ *   was installed for each, so the service can reconcile both ways.
+ * - `readCounters()` returns cumulative counters since `open()` (per rule: since its last reset).
+ * - Errors are `EngineError`s: `code` is a stable string (errno names such as `ENOENT`, `EPERM`, or
+ *   `ENGINE_DOWN`, `BPF_LOAD`, `UNSUPPORTED`), `errno` the OS error number when there is one.
+ */
+
+import { createHash } from 'node:crypto';
+
+export type RuleAction = 'ALLOW' | 'BLOCK' | 'LIMIT';
+export type RuleDirection = 'INBOUND' | 'OUTBOUND' | 'BOTH';
+export type RuleProtocol = 'ANY' | 'TCP' | 'UDP' | 'ICMP';
+export type LimitScope = 'PER_APP' | 'PER_PROCESS' | 'PER_CONNECTION';
+export type MatchMode = 'EXACT_PATH' | 'FILENAME' | 'DIRECTORY';
+
+/** What the kernel needs of one enabled rule. Validated by the service before it gets here. */
+export interface EngineRule {
+  /** Rule id, 1 .. 2^31-1. */
+  id: number;
+  action: RuleAction;
+  direction: RuleDirection;
+  protocol: RuleProtocol;
+  /** '' = any; an IPv4/IPv6 address or CIDR prefix. */
+  remoteAddress: string;
+  /** 0 = any. */
+  remotePort: number;
+  /** Bytes per second, or null for no limit in that direction (LIMIT only). */
+  rateDownBytesPerSec: number | null;
+  rateUpBytesPerSec: number | null;
+  limitScope: LimitScope;
+  matchMode: MatchMode;
+  /** '' = every application; otherwise an absolute path. */
+  appPath: string;
+  priority: number;
+  /** Restart the rule's counters from zero (the service sets it when the rule changed). */
+  resetCounters: boolean;
+}
+
+export interface InstalledRule {
+  id: number;
+  /** Opaque digest of the installed rule; equal to `fingerprintOf` of the rule that was applied. */
+  fingerprint: string;
+}
+
+export interface RuleCounters {
+  id: number;
+  bytesUp: number;
+  bytesDown: number;
+  blocked: number;
+}
+
+export interface EngineCounters {
+  rules: RuleCounters[];
+  /** Totals over all traffic the data plane saw, matched or not. */
+  bytesUp: number;
+  bytesDown: number;
+  blocked: number;
+}
+
+export type EngineSessionState = 'OPEN' | 'DOWN' | 'RECOVERING' | 'UNAVAILABLE';
+
+export interface EngineStatus {
+  platform: NodeJS.Platform;
+  /** The filtering programs (Linux) / WFP session (Windows) are attached. */
+  filtering: boolean;
+  /** The shaping path (Linux skb programs / Windows driver) is active. */
+  shaping: boolean;
+  state: EngineSessionState;
+  /** Why the engine is not OPEN, when it is not. */
+  detail: string | null;
+}
+
+export class EngineError extends Error {
+  readonly code: string;
+  readonly errno: number | undefined;
+  constructor(code: string, message: string, errno?: number) {
+    super(message);
+    this.name = 'EngineError';
+    this.code = code;
+    this.errno = errno;
+  }
+}
+
+export interface Engine {
+  open(): Promise<void>;
+  close(): Promise<void>;
+  status(): EngineStatus;
+  applyRule(rule: EngineRule): Promise<void>;
+  removeRule(id: number): Promise<void>;
+  installedRules(): Promise<InstalledRule[]>;
+  readCounters(): Promise<EngineCounters>;
+}
+
+/**
+ * The fingerprint both sides agree on: a digest of every field that changes enforcement, as 16 hex
+ * digits (a u64 the native engine stores in the kernel next to the rule and reads back in
+ * `installedRules()`), so reconcile compares kernel state, not a user-space shadow.
+ */
+export function fingerprintOf(rule: EngineRule): string {
+  const canonical = [
+    rule.action, rule.direction, rule.protocol, rule.remoteAddress, rule.remotePort,
+    rule.rateDownBytesPerSec ?? '-', rule.rateUpBytesPerSec ?? '-', rule.limitScope, rule.matchMode,
+    rule.appPath, rule.priority,
+  ].join('|');
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
+}
