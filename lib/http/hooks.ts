@@ -1,0 +1,56 @@
+/**
+ * Request gatekeeping and the problem-document error handling, installed on the root context so they
+ * cover every route, including unknown ones.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import {
+  PROBLEM_CONTENT_TYPE, ProblemError, fieldErrorsFromSchemaIssues, problemBody, validationProblem,
+  type SchemaValidationIssue,
+} from './problem.js';
+import { isLoopbackHost } from './host-check.js';
+import type { TokenVerifier } from '../services/auth-token.js';
+
+export function sendProblem(reply: FastifyReply, error: ProblemError): FastifyReply {
+  for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
+  return reply.code(error.status).type(PROBLEM_CONTENT_TYPE).send(problemBody(error.status, error.detail, error.errors));
+}
+
+export function installGatekeeping(app: FastifyInstance, tokens: TokenVerifier): void {
+  app.addHook('onRequest', async (request, reply) => {
+    if (!isLoopbackHost(request.headers.host)) {
+      return sendProblem(reply, new ProblemError(403, 'Host header must name a loopback address (localhost, 127.0.0.0/8 or [::1]); request refused as a DNS-rebinding defence'));
+    }
+    if (!tokens.verifyHeader(request.headers.authorization)) {
+      const missing = request.headers.authorization === undefined;
+      return sendProblem(reply, new ProblemError(401, missing ? 'missing bearer token' : 'invalid bearer token', {
+        headers: { 'WWW-Authenticate': missing ? 'Bearer realm="netclamp"' : 'Bearer realm="netclamp", error="invalid_token"' },
+      }));
+    }
+    return undefined;
+  });
+}
+
+export function installProblemHandlers(app: FastifyInstance): void {
+  app.setNotFoundHandler(async (request, reply) => {
+    return sendProblem(reply, new ProblemError(404, `no route ${request.method} ${request.url.split('?')[0]}`));
+  });
+
+  app.setErrorHandler(async (error: FastifyError | ProblemError | Error, request, reply) => {
+    if (error instanceof ProblemError) {
+      if (error.status >= 500) request.log.error({ err: error }, 'request failed');
+      return sendProblem(reply, error);
+    }
+    const fastifyError = error as FastifyError;
+    if (fastifyError.validation !== undefined) {
+      const issues = fastifyError.validation as unknown as SchemaValidationIssue[];
+      return sendProblem(reply, validationProblem(fieldErrorsFromSchemaIssues(issues, fastifyError.validationContext)));
+    }
+    const status = fastifyError.statusCode;
+    if (status !== undefined && status >= 400 && status < 500) {
+      // Fastify's own client errors (bad JSON, wrong media type, body too large): their messages are safe.
+      return sendProblem(reply, new ProblemError(status, error.message));
+    }
+    request.log.error({ err: error }, 'unexpected error');
+    return sendProblem(reply, new ProblemError(500, `unexpected error (request ${request.id}); details are in service.log`));
+  });
+}

@@ -1,0 +1,174 @@
+/**
+ * Rule draft and stored rule: the single source of truth for validation (the route schemas) and for the
+ * TypeScript types (Static<>). Cross-field rules that JSON Schema cannot say clearly (LIMIT needs a rate,
+ * CIDR prefix lengths, absolute paths) live in `validateRuleDraft`.
+ */
+import Type, { type Static } from 'typebox';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import type { FieldError } from './problem.js';
+
+export const RuleActionSchema = Type.Union([Type.Literal('ALLOW'), Type.Literal('BLOCK'), Type.Literal('LIMIT')]);
+export const RuleDirectionSchema = Type.Union([
+  Type.Literal('INBOUND'), Type.Literal('OUTBOUND'), Type.Literal('BOTH'),
+]);
+export const RuleProtocolSchema = Type.Union([
+  Type.Literal('ANY'), Type.Literal('TCP'), Type.Literal('UDP'), Type.Literal('ICMP'),
+]);
+export const LimitScopeSchema = Type.Union([
+  Type.Literal('PER_APP'), Type.Literal('PER_PROCESS'), Type.Literal('PER_CONNECTION'),
+]);
+export const MatchModeSchema = Type.Union([
+  Type.Literal('EXACT_PATH'), Type.Literal('FILENAME'), Type.Literal('DIRECTORY'),
+]);
+export const SyncStateSchema = Type.Union([
+  Type.Literal('PENDING'), Type.Literal('SYNCED'), Type.Literal('ERROR'), Type.Literal('DISABLED'),
+]);
+
+const RateSchema = Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })]);
+
+/** Draft fields with their defaults (the reference example's values). */
+const draftProperties = {
+  name: Type.String({ minLength: 1, maxLength: 200 }),
+  app_path: Type.String({ maxLength: 4096 }),
+  action: RuleActionSchema,
+  direction: Type.Optional(Type.Union(RuleDirectionSchema.anyOf, { default: 'BOTH' })),
+  remote_address: Type.Optional(Type.String({ maxLength: 64, default: '' })),
+  remote_port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, default: 0 })),
+  protocol: Type.Optional(Type.Union(RuleProtocolSchema.anyOf, { default: 'ANY' })),
+  rate_limit_down_bytes_per_sec: Type.Optional(Type.Union(RateSchema.anyOf, { default: null })),
+  rate_limit_up_bytes_per_sec: Type.Optional(Type.Union(RateSchema.anyOf, { default: null })),
+  limit_scope: Type.Optional(Type.Union(LimitScopeSchema.anyOf, { default: 'PER_APP' })),
+  match_mode: Type.Optional(Type.Union(MatchModeSchema.anyOf, { default: 'EXACT_PATH' })),
+  priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000, default: 100 })),
+  enabled: Type.Optional(Type.Boolean({ default: true })),
+};
+
+/** POST body. */
+export const RuleDraftSchema = Type.Object(draftProperties, { additionalProperties: false });
+/** PUT body: a draft, optionally carrying the revision the client read (optimistic concurrency). */
+export const RuleUpdateSchema = Type.Object(
+  { ...draftProperties, revision: Type.Optional(Type.Integer({ minimum: 1 })) },
+  { additionalProperties: false },
+);
+export type RuleDraftInput = Static<typeof RuleDraftSchema>;
+export type RuleUpdateInput = Static<typeof RuleUpdateSchema>;
+
+/** A draft with every default filled in. */
+export interface RuleDraft {
+  name: string;
+  app_path: string;
+  action: Static<typeof RuleActionSchema>;
+  direction: Static<typeof RuleDirectionSchema>;
+  remote_address: string;
+  remote_port: number;
+  protocol: Static<typeof RuleProtocolSchema>;
+  rate_limit_down_bytes_per_sec: number | null;
+  rate_limit_up_bytes_per_sec: number | null;
+  limit_scope: Static<typeof LimitScopeSchema>;
+  match_mode: Static<typeof MatchModeSchema>;
+  priority: number;
+  enabled: boolean;
+}
+
+export const RuleSchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  app_path: Type.String(),
+  action: RuleActionSchema,
+  direction: RuleDirectionSchema,
+  remote_address: Type.String(),
+  remote_port: Type.Integer(),
+  protocol: RuleProtocolSchema,
+  rate_limit_down_bytes_per_sec: RateSchema,
+  rate_limit_up_bytes_per_sec: RateSchema,
+  limit_scope: LimitScopeSchema,
+  match_mode: MatchModeSchema,
+  priority: Type.Integer(),
+  enabled: Type.Boolean(),
+  revision: Type.Integer(),
+  sync_state: SyncStateSchema,
+  sync_error: Type.Union([Type.Null(), Type.String()]),
+  group_id: Type.Union([Type.Null(), Type.String()]),
+  created_at: Type.String(),
+  updated_at: Type.String(),
+  bytes_up: Type.Integer(),
+  bytes_down: Type.Integer(),
+  blocked_count: Type.Integer(),
+});
+export type Rule = Static<typeof RuleSchema>;
+export type SyncState = Static<typeof SyncStateSchema>;
+
+export const RuleListSchema = Type.Array(RuleSchema);
+
+export const RuleIdParamsSchema = Type.Object({ id: Type.String() });
+
+export const ReconcileResultSchema = Type.Object({
+  checked: Type.Integer(),
+  repaired: Type.Integer(),
+  removed: Type.Integer(),
+  errors: Type.Integer(),
+});
+export type ReconcileResult = Static<typeof ReconcileResultSchema>;
+
+/** Fills the defaults of a schema-valid draft; `revision` (PUT only) is not part of the draft. */
+export function withDraftDefaults(input: RuleDraftInput | RuleUpdateInput): RuleDraft {
+  return {
+    name: input.name,
+    app_path: input.app_path,
+    action: input.action,
+    direction: input.direction ?? 'BOTH',
+    remote_address: input.remote_address ?? '',
+    remote_port: input.remote_port ?? 0,
+    protocol: input.protocol ?? 'ANY',
+    rate_limit_down_bytes_per_sec: input.rate_limit_down_bytes_per_sec ?? null,
+    rate_limit_up_bytes_per_sec: input.rate_limit_up_bytes_per_sec ?? null,
+    limit_scope: input.limit_scope ?? 'PER_APP',
+    match_mode: input.match_mode ?? 'EXACT_PATH',
+    priority: input.priority ?? 100,
+    enabled: input.enabled ?? true,
+  };
+}
+
+/** True for '' (any), an IPv4/IPv6 address, or a CIDR prefix with a prefix length valid for its family. */
+export function isValidRemoteAddress(value: string): boolean {
+  if (value === '') return true;
+  const slash = value.indexOf('/');
+  if (slash === -1) return isIP(value) !== 0;
+  const address = value.slice(0, slash);
+  const prefix = value.slice(slash + 1);
+  const family = isIP(address);
+  if (family === 0 || !/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+/** The cross-field checks the schema cannot express; returns every problem, empty when valid. */
+export function validateRuleDraft(draft: RuleDraft): FieldError[] {
+  const errors: FieldError[] = [];
+  const rates = ['rate_limit_down_bytes_per_sec', 'rate_limit_up_bytes_per_sec'] as const;
+  if (draft.action === 'LIMIT') {
+    if (draft.rate_limit_down_bytes_per_sec === null && draft.rate_limit_up_bytes_per_sec === null) {
+      for (const field of rates) {
+        errors.push({ field, message: 'LIMIT needs at least one non-null rate (down or up)' });
+      }
+    }
+  } else {
+    for (const field of rates) {
+      if (draft[field] !== null) errors.push({ field, message: `must be null when action is ${draft.action}` });
+    }
+  }
+  if (!isValidRemoteAddress(draft.remote_address)) {
+    errors.push({
+      field: 'remote_address',
+      message: 'must be empty, an IPv4/IPv6 address, or a CIDR prefix with a valid prefix length',
+    });
+  }
+  if (draft.app_path !== '' && (!path.isAbsolute(draft.app_path) || draft.app_path.includes('\0'))) {
+    errors.push({ field: 'app_path', message: 'must be empty (every application) or an absolute path' });
+  }
+  if (draft.protocol === 'ICMP' && draft.remote_port !== 0) {
+    errors.push({ field: 'remote_port', message: 'must be 0 when protocol is ICMP (ICMP has no ports)' });
+  }
+  if (draft.name.trim() === '') errors.push({ field: 'name', message: 'must not be blank' });
+  return errors;
+}

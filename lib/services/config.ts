@@ -1,0 +1,84 @@
+/**
+ * config.toml: load, validate against the typebox schema (400-style field messages on error), fill the
+ * defaults. The file is created with the defaults on first start so the user has something to edit.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse, stringify } from 'smol-toml';
+import { Compile } from 'typebox/compile';
+import { ConfigSchema, DEFAULT_LISTEN, type Config, type ConfigInput } from '../schemas/config.js';
+import { fieldErrorsFromSchemaIssues } from '../http/problem.js';
+import type { FieldError } from '../schemas/problem.js';
+import { writeFileAtomic } from './atomic-file.js';
+
+export const CONFIG_FILE = 'config.toml';
+const configCheck = Compile(ConfigSchema);
+
+export class ConfigError extends Error {
+  readonly errors: FieldError[];
+  constructor(file: string, errors: FieldError[]) {
+    super(`${file}: ${errors.map((e) => `${e.field}: ${e.message}`).join('; ')}`);
+    this.name = 'ConfigError';
+    this.errors = errors;
+  }
+}
+
+export function defaultConfig(): Config {
+  return { server: { listen: DEFAULT_LISTEN }, log: { level: 'info' } };
+}
+
+/** Validates a parsed document and fills defaults; throws ConfigError naming the fields. */
+export function configFromDocument(document: unknown, source = CONFIG_FILE): Config {
+  if (!configCheck.Check(document)) {
+    throw new ConfigError(source, fieldErrorsFromSchemaIssues(configCheck.Errors(document)));
+  }
+  const input = document as ConfigInput;
+  const listen = input.server?.listen ?? DEFAULT_LISTEN;
+  try {
+    parseListen(listen);
+  } catch (error) {
+    throw new ConfigError(source, [{ field: 'server.listen', message: (error as Error).message }]);
+  }
+  return {
+    server: { listen },
+    log: { level: input.log?.level ?? 'info' },
+  };
+}
+
+export function loadConfig(dataDir: string): Config {
+  const file = path.join(dataDir, CONFIG_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    const config = defaultConfig();
+    writeFileAtomic(file, renderConfig(config), 0o600);
+    return config;
+  }
+  let document: unknown;
+  try {
+    document = parse(text);
+  } catch (error) {
+    throw new ConfigError(file, [{ field: '(toml)', message: (error as Error).message.split('\n')[0] ?? 'invalid TOML' }]);
+  }
+  return configFromDocument(document, file);
+}
+
+export function renderConfig(config: Config): string {
+  return `# NetClamp service configuration\n${stringify(config)}\n`;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** "HOST:PORT" or "[IPv6]:PORT"; port 0 asks the OS for a free port (tests use it). */
+export function parseListen(value: string): ListenAddress {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d{1,5})$/.exec(value);
+  if (match === null) throw new Error('must be HOST:PORT (IPv6 as [ADDR]:PORT)');
+  const port = Number(match[3]);
+  if (port > 65535) throw new Error('port must be <= 65535');
+  return { host: match[1] ?? match[2]!, port };
+}

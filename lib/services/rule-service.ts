@@ -1,0 +1,446 @@
+/**
+ * Rules: the SQLite table is the truth, the engine holds the enabled ones. Every write (API, watcher,
+ * reconcile) runs through one queue, so the database and the kernel never see two writers interleave.
+ *
+ * Consistency: a write that needs the engine is refused (503) while the engine is not OPEN, and if the
+ * engine reports ENGINE_DOWN during the write the database change is undone: a failed request changes
+ * nothing. Any other engine error is a property of the rule (ERROR, or PENDING for a missing file) and the
+ * write stands, so the user sees the rule and why it is not enforced.
+ */
+import fs from 'node:fs';
+import type { FastifyBaseLogger } from 'fastify';
+import { EngineError, fingerprintOf, type Engine, type EngineRule, type RuleCounters } from '../engine/engine.js';
+import { ProblemError } from '../http/problem.js';
+import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rule.js';
+import type { RulesStore, StoredRule } from '../store/rules-store.js';
+import type { AppPathWatcher } from './app-path-watcher.js';
+
+/** Seconds a client should wait before retrying a write the engine could not take. */
+export const ENGINE_RETRY_AFTER_SECONDS = 5;
+const MAX_RULE_ID = 2 ** 31 - 1;
+
+interface SyncOutcome {
+  state: SyncState;
+  error: string | null;
+}
+
+export interface RuleServiceOptions {
+  engine: Engine;
+  store: RulesStore;
+  watcher: AppPathWatcher;
+  log: FastifyBaseLogger;
+  now?: () => Date;
+}
+
+export function toEngineRule(rule: StoredRule, resetCounters: boolean): EngineRule {
+  return {
+    id: rule.id,
+    action: rule.action,
+    direction: rule.direction,
+    protocol: rule.protocol,
+    remoteAddress: rule.remote_address,
+    remotePort: rule.remote_port,
+    rateDownBytesPerSec: rule.rate_limit_down_bytes_per_sec,
+    rateUpBytesPerSec: rule.rate_limit_up_bytes_per_sec,
+    limitScope: rule.limit_scope,
+    matchMode: rule.match_mode,
+    appPath: rule.app_path,
+    priority: rule.priority,
+    resetCounters,
+  };
+}
+
+function isEngineDown(error: unknown): boolean {
+  return error instanceof EngineError && error.code === 'ENGINE_DOWN';
+}
+
+/** Parses a path id; anything that is not a rule id we could have issued is simply not found. */
+export function parseRuleId(raw: string): number {
+  if (!/^[1-9]\d{0,9}$/.test(raw) || Number(raw) > MAX_RULE_ID) throw notFound(raw);
+  return Number(raw);
+}
+
+function notFound(id: string | number): ProblemError {
+  return new ProblemError(404, `rule ${id} does not exist`);
+}
+
+/** An ETag per revision; strong, since the revision changes with every byte of the rule's draft. */
+export function etagOf(rule: { revision: number }): string {
+  return `"${rule.revision}"`;
+}
+
+/** True when an If-Match header (a list of entity tags, or *) matches the current revision. */
+function ifMatchAccepts(header: string, revision: number): boolean {
+  const current = String(revision);
+  return header.split(',').some((raw) => {
+    const tag = raw.trim();
+    if (tag === '*') return true;
+    const match = /^(?:W\/)?"([^"]*)"$/.exec(tag);
+    return match !== null && match[1] === current;
+  });
+}
+
+export class RuleService {
+  private readonly engine: Engine;
+  private readonly store: RulesStore;
+  private readonly watcher: AppPathWatcher;
+  private readonly log: FastifyBaseLogger;
+  private readonly now: () => Date;
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(options: RuleServiceOptions) {
+    this.engine = options.engine;
+    this.store = options.store;
+    this.watcher = options.watcher;
+    this.log = options.log;
+    this.now = options.now ?? (() => new Date());
+  }
+
+  // ---- reads -------------------------------------------------------------------------------------
+
+  async list(): Promise<Rule[]> {
+    const counters = await this.readRuleCounters();
+    return this.store.list().map((rule) => present(rule, counters.get(rule.id)));
+  }
+
+  async get(id: number): Promise<Rule> {
+    const rule = this.store.get(id);
+    if (rule === undefined) throw notFound(id);
+    const counters = await this.readRuleCounters();
+    return present(rule, counters.get(id));
+  }
+
+  /** Figures for /status. */
+  summary(): { activeRules: number; monitoredApps: number } {
+    const enabled = this.store.list().filter((rule) => rule.enabled);
+    return {
+      activeRules: enabled.filter((rule) => rule.sync_state === 'SYNCED').length,
+      monitoredApps: new Set(enabled.filter((rule) => rule.app_path !== '').map((rule) => rule.app_path)).size,
+    };
+  }
+
+  // ---- writes ------------------------------------------------------------------------------------
+
+  create(draft: RuleDraft): Promise<Rule> {
+    return this.exclusive(async () => {
+      if (draft.enabled) this.requireEngine();
+      const stored = this.store.insert(draft, draft.enabled ? 'PENDING' : 'DISABLED', this.timestamp());
+      if (draft.enabled) {
+        try {
+          await this.applyEnabled(stored, true);
+        } catch (error) {
+          this.store.delete(stored.id);
+          throw this.engineDownProblem(error);
+        }
+      }
+      return this.presentFresh(stored.id);
+    });
+  }
+
+  /**
+   * PUT: replace the draft. `ifMatch` (header) or `expectedRevision` (body) must name the current
+   * revision when given; without either the replace is unconditional.
+   */
+  update(id: number, draft: RuleDraft, conditions: { ifMatch?: string | undefined; expectedRevision?: number | undefined }): Promise<Rule> {
+    return this.exclusive(async () => {
+      const current = this.store.get(id);
+      if (current === undefined) throw notFound(id);
+      this.refuseGroupRule(current);
+      if (conditions.ifMatch !== undefined && !ifMatchAccepts(conditions.ifMatch, current.revision)) {
+        throw new ProblemError(409, `If-Match ${conditions.ifMatch} is not the current revision of rule ${id} (${etagOf(current)}); read the rule and retry`);
+      }
+      if (conditions.expectedRevision !== undefined && conditions.expectedRevision !== current.revision) {
+        throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of rule ${id} (${current.revision}); read the rule and retry`);
+      }
+      if (current.enabled || draft.enabled) this.requireEngine();
+      const updated = this.store.replace(id, draft, draft.enabled ? 'PENDING' : 'DISABLED', this.timestamp());
+      try {
+        if (draft.enabled) await this.applyEnabled(updated, true);
+        else await this.removeDisabled(updated);
+      } catch (error) {
+        this.store.restore(current);
+        this.updateWatch(current);
+        throw this.engineDownProblem(error);
+      }
+      return this.presentFresh(id);
+    });
+  }
+
+  delete(id: number): Promise<void> {
+    return this.exclusive(async () => {
+      const current = this.store.get(id);
+      if (current === undefined) throw notFound(id);
+      this.refuseGroupRule(current);
+      if (current.enabled) this.requireEngine();
+      if (this.engineOpen()) {
+        try {
+          await this.engine.removeRule(id);
+        } catch (error) {
+          if (isEngineDown(error)) throw this.engineDownProblem(error);
+          const message = (error as Error).message;
+          this.store.setSyncState(id, current.revision, 'ERROR', `removal failed: ${message}`);
+          throw new ProblemError(500, `the engine could not remove rule ${id} (${message}); the rule is kept with sync_state ERROR`);
+        }
+      }
+      this.watcher.unwatch(id);
+      this.store.delete(id);
+    });
+  }
+
+  /** Re-syncs one rule now (the engine may have lost it, or the reason for an ERROR may be gone). */
+  retry(id: number): Promise<Rule> {
+    return this.exclusive(async () => {
+      const current = this.store.get(id);
+      if (current === undefined) throw notFound(id);
+      this.requireEngine();
+      try {
+        if (current.enabled) await this.applyEnabled(current, false);
+        else await this.removeDisabled(current);
+      } catch (error) {
+        throw this.engineDownProblem(error);
+      }
+      return this.presentFresh(id);
+    });
+  }
+
+  /**
+   * Compares every rule with what the kernel reports (fingerprints), re-applies missing or different
+   * enabled rules, removes installed ids that no enabled rule owns. `errors` counts rules that are still
+   * not enforced afterwards (engine error, or app file still missing).
+   */
+  reconcile(): Promise<ReconcileResult> {
+    return this.exclusive(async () => {
+      this.requireEngine();
+      try {
+        return await this.reconcileNow();
+      } catch (error) {
+        throw this.engineDownProblem(error);
+      }
+    });
+  }
+
+  /** Start-up: put every enabled rule into the (fresh) engine, and sweep what no rule owns. */
+  syncAll(): Promise<void> {
+    return this.exclusive(async () => {
+      const rules = this.store.list();
+      if (!this.engineOpen()) {
+        const status = this.engine.status();
+        const reason = `engine ${status.state}${status.detail !== null ? `: ${status.detail}` : ''}; the rule will sync when the engine is available`;
+        for (const rule of rules) {
+          if (rule.enabled) this.store.setSyncState(rule.id, rule.revision, 'PENDING', reason);
+          else this.store.setSyncState(rule.id, rule.revision, 'DISABLED', null);
+        }
+        return;
+      }
+      try {
+        for (const rule of rules) {
+          if (rule.enabled) await this.applyEnabled(rule, true);
+          else this.store.setSyncState(rule.id, rule.revision, 'DISABLED', null);
+        }
+        const owned = new Set(rules.filter((rule) => rule.enabled).map((rule) => rule.id));
+        for (const installed of await this.engine.installedRules()) {
+          if (!owned.has(installed.id)) await this.engine.removeRule(installed.id);
+        }
+      } catch (error) {
+        this.log.error({ err: error }, 'start-up sync of rules failed');
+      }
+    });
+  }
+
+  /** Waits for queued work, then stops the watchers. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.queue.catch(() => {});
+    this.watcher.close();
+  }
+
+  // ---- internals ---------------------------------------------------------------------------------
+
+  private async reconcileNow(): Promise<ReconcileResult> {
+    const result: ReconcileResult = { checked: 0, repaired: 0, removed: 0, errors: 0 };
+    const installed = new Map((await this.engine.installedRules()).map((entry) => [entry.id, entry.fingerprint]));
+    const rules = this.store.list();
+    for (const rule of rules) {
+      result.checked++;
+      const installedFingerprint = installed.get(rule.id);
+      if (!rule.enabled) {
+        if (installedFingerprint !== undefined) {
+          await this.engine.removeRule(rule.id);
+          result.removed++;
+        }
+        if (rule.sync_state !== 'DISABLED') this.store.setSyncState(rule.id, rule.revision, 'DISABLED', null);
+        continue;
+      }
+      if (installedFingerprint === fingerprintOf(toEngineRule(rule, false))) {
+        if (rule.sync_state !== 'SYNCED') this.store.setSyncState(rule.id, rule.revision, 'SYNCED', null);
+        continue;
+      }
+      const outcome = await this.applyEnabled(rule, false);
+      if (outcome.state === 'SYNCED') result.repaired++;
+      else result.errors++;
+    }
+    const owned = new Set(rules.filter((rule) => rule.enabled).map((rule) => rule.id));
+    for (const id of installed.keys()) {
+      if (owned.has(id) || rules.some((rule) => rule.id === id)) continue;
+      try {
+        await this.engine.removeRule(id);
+        result.removed++;
+      } catch (error) {
+        if (isEngineDown(error)) throw error;
+        this.log.warn({ err: error, ruleId: id }, 'reconcile could not remove an orphaned rule');
+        result.errors++;
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Applies an enabled rule and records the outcome. Throws only ENGINE_DOWN (the caller undoes its
+   * write); every other engine error becomes the rule's state.
+   */
+  private async applyEnabled(rule: StoredRule, resetCounters: boolean): Promise<SyncOutcome> {
+    let outcome: SyncOutcome;
+    try {
+      await this.engine.applyRule(toEngineRule(rule, resetCounters));
+      outcome = { state: 'SYNCED', error: null };
+    } catch (error) {
+      if (isEngineDown(error)) throw error;
+      if (error instanceof EngineError && error.code === 'ENOENT') {
+        outcome = { state: 'PENDING', error: `app_path does not exist: ${rule.app_path}; the rule will sync when the file appears` };
+      } else {
+        const message = error instanceof Error ? error.message : String(error);
+        const code = error instanceof EngineError ? `${error.code}: ` : '';
+        outcome = { state: 'ERROR', error: `${code}${message}` };
+        this.log.warn({ err: error, ruleId: rule.id }, 'engine rejected a rule');
+      }
+    }
+    this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
+    this.updateWatch({ ...rule, sync_state: outcome.state });
+    return outcome;
+  }
+
+  private async removeDisabled(rule: StoredRule): Promise<void> {
+    this.watcher.unwatch(rule.id);
+    try {
+      await this.engine.removeRule(rule.id);
+      this.store.setSyncState(rule.id, rule.revision, 'DISABLED', null);
+    } catch (error) {
+      if (isEngineDown(error)) throw error;
+      this.store.setSyncState(rule.id, rule.revision, 'ERROR', `removal failed: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * A PENDING rule waits for its file; a SYNCED EXACT_PATH rule follows its file when it is replaced
+   * (the engine identifies the executable by inode, so a renamed-over file needs a re-apply).
+   */
+  private updateWatch(rule: StoredRule): void {
+    const waitsForFile = rule.enabled && rule.app_path !== '' && rule.sync_state === 'PENDING';
+    const followsFile = rule.enabled && rule.app_path !== '' && rule.sync_state === 'SYNCED' && rule.match_mode === 'EXACT_PATH';
+    if (waitsForFile || followsFile) {
+      this.watcher.watch(rule.id, rule.app_path, () => { void this.onAppPathChanged(rule.id); });
+    } else {
+      this.watcher.unwatch(rule.id);
+    }
+  }
+
+  private onAppPathChanged(id: number): Promise<void> {
+    return this.exclusive(async () => {
+      if (this.closed) return;
+      const rule = this.store.get(id);
+      if (rule === undefined || !rule.enabled) {
+        this.watcher.unwatch(id);
+        return;
+      }
+      if (!this.engineOpen() || (rule.sync_state === 'PENDING' && !fs.existsSync(rule.app_path))) {
+        this.updateWatch(rule); // a directory on the way appeared, or nothing to do yet: watch deeper
+        return;
+      }
+      try {
+        const outcome = await this.applyEnabled(rule, false);
+        this.log.info({ ruleId: id, syncState: outcome.state }, 'app path changed; rule re-applied');
+      } catch (error) {
+        this.log.warn({ err: error, ruleId: id }, 'app path changed but the engine is down');
+      }
+    }).catch((error: unknown) => this.log.error({ err: error, ruleId: id }, 're-apply after an app path change failed'));
+  }
+
+  private async readRuleCounters(): Promise<Map<number, RuleCounters>> {
+    if (!this.engineOpen()) return new Map();
+    try {
+      const counters = await this.engine.readCounters();
+      return new Map(counters.rules.map((entry) => [entry.id, entry]));
+    } catch (error) {
+      this.log.warn({ err: error }, 'reading rule counters failed');
+      return new Map();
+    }
+  }
+
+  private presentFresh(id: number): Rule {
+    // Counters restart with every change; a rule that was just written has none yet worth a kernel read.
+    return present(this.store.get(id)!, undefined);
+  }
+
+  private engineOpen(): boolean {
+    return this.engine.status().state === 'OPEN';
+  }
+
+  private requireEngine(): void {
+    if (this.engineOpen()) return;
+    throw this.engineDownProblem(undefined);
+  }
+
+  private engineDownProblem(error: unknown): Error {
+    if (error !== undefined && !isEngineDown(error)) return error as Error;
+    const status = this.engine.status();
+    const why = status.detail !== null ? ` (${status.detail})` : '';
+    return new ProblemError(503, `the filtering engine is ${status.state === 'OPEN' ? 'DOWN' : status.state}${why}; nothing was changed, retry later`, {
+      headers: { 'Retry-After': String(ENGINE_RETRY_AFTER_SECONDS) },
+    });
+  }
+
+  private refuseGroupRule(rule: StoredRule): void {
+    if (rule.group_id !== null) {
+      throw new ProblemError(409, `rule ${rule.id} belongs to group ${rule.group_id}; change it through the group`);
+    }
+  }
+
+  private timestamp(): string {
+    return this.now().toISOString();
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+}
+
+function present(rule: StoredRule, counters: RuleCounters | undefined): Rule {
+  return {
+    id: String(rule.id),
+    name: rule.name,
+    app_path: rule.app_path,
+    action: rule.action,
+    direction: rule.direction,
+    remote_address: rule.remote_address,
+    remote_port: rule.remote_port,
+    protocol: rule.protocol,
+    rate_limit_down_bytes_per_sec: rule.rate_limit_down_bytes_per_sec,
+    rate_limit_up_bytes_per_sec: rule.rate_limit_up_bytes_per_sec,
+    limit_scope: rule.limit_scope,
+    match_mode: rule.match_mode,
+    priority: rule.priority,
+    enabled: rule.enabled,
+    revision: rule.revision,
+    sync_state: rule.sync_state,
+    sync_error: rule.sync_error,
+    group_id: rule.group_id,
+    created_at: rule.created_at,
+    updated_at: rule.updated_at,
+    bytes_up: counters?.bytesUp ?? 0,
+    bytes_down: counters?.bytesDown ?? 0,
+    blocked_count: counters?.blocked ?? 0,
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * The service's SQLite database: WAL for concurrent readers, synchronous=FULL because a rule the API
+ * acknowledged must survive a power cut. Schema changes are numbered migrations tracked in user_version.
+ */
+import Database from 'better-sqlite3';
+import path from 'node:path';
+
+export type Db = Database.Database;
+
+export const DATABASE_FILE = 'netclamp.db';
+
+/** Index i brings the schema from version i to i + 1. Append only; never edit a shipped migration. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE rules (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     name TEXT NOT NULL,
+     app_path TEXT NOT NULL,
+     action TEXT NOT NULL,
+     direction TEXT NOT NULL,
+     remote_address TEXT NOT NULL,
+     remote_port INTEGER NOT NULL,
+     protocol TEXT NOT NULL,
+     rate_limit_down_bytes_per_sec INTEGER,
+     rate_limit_up_bytes_per_sec INTEGER,
+     limit_scope TEXT NOT NULL,
+     match_mode TEXT NOT NULL,
+     priority INTEGER NOT NULL,
+     enabled INTEGER NOT NULL,
+     revision INTEGER NOT NULL,
+     sync_state TEXT NOT NULL,
+     sync_error TEXT,
+     group_id TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function openDatabase(dataDir: string): Db {
+  const db = new Database(path.join(dataDir, DATABASE_FILE));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(`database schema version ${current} is newer than this NetClamp (${SCHEMA_VERSION}); upgrade NetClamp`);
+  }
+  for (let version = current; version < SCHEMA_VERSION; version++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version]!);
+      db.pragma(`user_version = ${version + 1}`);
+    })();
+  }
+}

@@ -1,0 +1,85 @@
+/** Rules in SQLite. Synchronous (better-sqlite3): each call is one statement or one transaction. */
+import type { Db } from './database.js';
+import type { RuleDraft, SyncState } from '../schemas/rule.js';
+
+/** A rule as stored: the draft plus bookkeeping, without the live counters. */
+export interface StoredRule extends RuleDraft {
+  id: number;
+  revision: number;
+  sync_state: SyncState;
+  sync_error: string | null;
+  group_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+interface RuleRow extends Omit<StoredRule, 'enabled'> {
+  enabled: number;
+}
+
+function fromRow(row: RuleRow): StoredRule {
+  return { ...row, enabled: row.enabled !== 0 };
+}
+
+const COLUMNS = `id, name, app_path, action, direction, remote_address, remote_port, protocol,
+  rate_limit_down_bytes_per_sec, rate_limit_up_bytes_per_sec, limit_scope, match_mode, priority, enabled,
+  revision, sync_state, sync_error, group_id, created_at, updated_at`;
+
+export class RulesStore {
+  constructor(private readonly db: Db) {}
+
+  list(): StoredRule[] {
+    return (this.db.prepare(`SELECT ${COLUMNS} FROM rules ORDER BY id`).all() as RuleRow[]).map(fromRow);
+  }
+
+  get(id: number): StoredRule | undefined {
+    const row = this.db.prepare(`SELECT ${COLUMNS} FROM rules WHERE id = ?`).get(id) as RuleRow | undefined;
+    return row === undefined ? undefined : fromRow(row);
+  }
+
+  insert(draft: RuleDraft, syncState: SyncState, now: string): StoredRule {
+    const info = this.db.prepare(
+      `INSERT INTO rules (name, app_path, action, direction, remote_address, remote_port, protocol,
+         rate_limit_down_bytes_per_sec, rate_limit_up_bytes_per_sec, limit_scope, match_mode, priority, enabled,
+         revision, sync_state, sync_error, group_id, created_at, updated_at)
+       VALUES (@name, @app_path, @action, @direction, @remote_address, @remote_port, @protocol,
+         @rate_limit_down_bytes_per_sec, @rate_limit_up_bytes_per_sec, @limit_scope, @match_mode, @priority, @enabled,
+         1, @sync_state, NULL, NULL, @now, @now)`,
+    ).run({ ...draft, enabled: draft.enabled ? 1 : 0, sync_state: syncState, now });
+    return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  /** Replaces the draft fields, bumps the revision. */
+  replace(id: number, draft: RuleDraft, syncState: SyncState, now: string): StoredRule {
+    this.db.prepare(
+      `UPDATE rules SET name = @name, app_path = @app_path, action = @action, direction = @direction,
+         remote_address = @remote_address, remote_port = @remote_port, protocol = @protocol,
+         rate_limit_down_bytes_per_sec = @rate_limit_down_bytes_per_sec,
+         rate_limit_up_bytes_per_sec = @rate_limit_up_bytes_per_sec, limit_scope = @limit_scope,
+         match_mode = @match_mode, priority = @priority, enabled = @enabled, revision = revision + 1,
+         sync_state = @sync_state, sync_error = NULL, updated_at = @now
+       WHERE id = @id`,
+    ).run({ ...draft, enabled: draft.enabled ? 1 : 0, sync_state: syncState, now, id });
+    return this.get(id)!;
+  }
+
+  /** Puts back a row exactly as it was (undo of a write the engine could not apply). */
+  restore(rule: StoredRule): void {
+    this.db.prepare(
+      `INSERT OR REPLACE INTO rules (${COLUMNS}) VALUES (@id, @name, @app_path, @action, @direction,
+         @remote_address, @remote_port, @protocol, @rate_limit_down_bytes_per_sec, @rate_limit_up_bytes_per_sec,
+         @limit_scope, @match_mode, @priority, @enabled, @revision, @sync_state, @sync_error, @group_id,
+         @created_at, @updated_at)`,
+    ).run({ ...rule, enabled: rule.enabled ? 1 : 0 });
+  }
+
+  /** Records a sync outcome, but only for the revision it was computed for (a newer write wins). */
+  setSyncState(id: number, revision: number, syncState: SyncState, syncError: string | null): void {
+    this.db.prepare('UPDATE rules SET sync_state = ?, sync_error = ? WHERE id = ? AND revision = ?')
+      .run(syncState, syncError, id, revision);
+  }
+
+  delete(id: number): boolean {
+    return this.db.prepare('DELETE FROM rules WHERE id = ?').run(id).changes > 0;
+  }
+}
