@@ -1,0 +1,720 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NetClamp's Linux data plane. Attached at the cgroup v2 root through bpf_links owned by the engine's
+ * process, so a crash detaches everything. See binding/README.md for the design.
+ *
+ * GPL: bpf_get_current_task_btf() and bpf_sock_destroy() need a GPL-compatible licence.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "netclamp_shared.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_ICMPV6_NUM 58
+#define TCP_ESTABLISHED_STATE 1
+#define TCP_TIME_WAIT_STATE 6
+#define TCP_LISTEN_STATE 10
+#define TCP_NEW_SYN_RECV_STATE 12
+#define NSEC_PER_SEC 1000000000ULL
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Written by user space through the mmapped .bss. */
+volatile __u32 exempt_tgid;
+volatile __u32 generation;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct nc_sk_tag);
+} nc_sk SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct nc_rule);
+} nc_rules SEC(".maps");
+
+/* App identity -> ordered rule slots. Key {0,0} holds the rules for every application. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct nc_app_key);
+	__type(value, struct nc_rule_list);
+} nc_lists SEC(".maps");
+
+struct nc_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__s64 tokens_up;
+	__u64 stamp_up;
+	__s64 tokens_down;
+	__u64 stamp_down;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct nc_bucket_key);
+	__type(value, struct nc_bucket);
+} nc_buckets SEC(".maps");
+
+/* Rule id -> counters; entries are created (and zeroed) by user space when a rule is applied. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NC_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct nc_counters);
+} nc_rule_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nc_counters);
+} nc_totals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct nc_app_key);
+	__type(value, struct nc_counters);
+} nc_app_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct nc_pid_stats);
+} nc_pid_stats SEC(".maps");
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
+struct nc_flow {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 proto;
+	__u8 dir;
+};
+
+static __always_inline __u8 nc_proto_class(__u32 ipproto)
+{
+	switch (ipproto) {
+	case IPPROTO_TCP: return NC_PROTO_TCP;
+	case IPPROTO_UDP: return NC_PROTO_UDP;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_NUM: return NC_PROTO_ICMP;
+	default: return NC_PROTO_OTHER;
+	}
+}
+
+static __always_inline void nc_identity_of(struct task_struct *task, struct nc_app_key *key)
+{
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+
+	if (!exe)
+		return; /* kernel threads: no executable, matched by global rules only */
+	struct inode *inode = BPF_CORE_READ(exe, f_inode);
+	key->ino = BPF_CORE_READ(inode, i_ino);
+	key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+}
+
+/* Fills flow address from an IPv6 address, folding v4-mapped addresses into IPv4. */
+static __always_inline void nc_set_addr6(struct nc_flow *f, const __u32 *a)
+{
+	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
+		f->family = 4;
+		f->addr[0] = a[3];
+		return;
+	}
+	f->family = 6;
+	f->addr[0] = a[0];
+	f->addr[1] = a[1];
+	f->addr[2] = a[2];
+	f->addr[3] = a[3];
+}
+
+static __always_inline int nc_match(const struct nc_rule *r, const struct nc_flow *f)
+{
+	if (!r->in_use || !(r->dir_mask & f->dir))
+		return 0;
+	if (r->proto && r->proto != f->proto)
+		return 0;
+	if (r->port && r->port != f->port)
+		return 0;
+	if (r->family) {
+		if (r->family != f->family)
+			return 0;
+		if ((f->addr[0] & r->mask[0]) != r->addr[0] || (f->addr[1] & r->mask[1]) != r->addr[1] ||
+		    (f->addr[2] & r->mask[2]) != r->addr[2] || (f->addr[3] & r->mask[3]) != r->addr[3])
+			return 0;
+	}
+	return 1;
+}
+
+struct nc_decide_ctx {
+	const struct nc_rule_list *list;
+	const struct nc_flow *flow;
+	__s32 slot;
+};
+
+static long nc_decide_step(__u64 index, void *data)
+{
+	struct nc_decide_ctx *c = data;
+	__u32 i = index;
+
+	if (i >= NC_MAX_LIST || i >= c->list->count)
+		return 1;
+	i &= NC_MAX_LIST - 1; /* the verifier loses the bound above after clang's reordering */
+	__u32 slot = c->list->slots[i];
+	struct nc_rule *r = bpf_map_lookup_elem(&nc_rules, &slot);
+	if (r && nc_match(r, c->flow)) {
+		c->slot = slot;
+		return 1;
+	}
+	return 0;
+}
+
+/* The slot of the rule that decides this flow, or -1. Lists are pre-sorted by user space. */
+static __always_inline __s32 nc_decide(const struct nc_app_key *app, const struct nc_flow *flow)
+{
+	struct nc_app_key global = {};
+	const struct nc_rule_list *list = 0;
+
+	if (app)
+		list = bpf_map_lookup_elem(&nc_lists, app);
+	if (!list)
+		list = bpf_map_lookup_elem(&nc_lists, &global);
+	if (!list)
+		return -1;
+	struct nc_decide_ctx c = { .list = list, .flow = flow, .slot = -1 };
+	bpf_loop(NC_MAX_LIST, nc_decide_step, &c, 0);
+	return c.slot;
+}
+
+static __always_inline void nc_count_rule(__u32 id, __u64 up, __u64 down, __u64 blocked)
+{
+	struct nc_counters *c = bpf_map_lookup_elem(&nc_rule_stats, &id);
+
+	if (c) {
+		c->bytes_up += up;
+		c->bytes_down += down;
+		c->blocked += blocked;
+	}
+}
+
+static __always_inline void nc_count_totals(__u64 up, __u64 down, __u64 blocked)
+{
+	__u32 zero = 0;
+	struct nc_counters *c = bpf_map_lookup_elem(&nc_totals, &zero);
+
+	if (c) {
+		c->bytes_up += up;
+		c->bytes_down += down;
+		c->blocked += blocked;
+	}
+}
+
+static __always_inline void nc_count_app(const struct nc_sk_tag *t, __u64 up, __u64 down, __u64 blocked)
+{
+	if (!t)
+		return;
+	struct nc_counters *c = bpf_map_lookup_elem(&nc_app_stats, &t->app);
+	if (!c) {
+		struct nc_counters zero = {};
+		bpf_map_update_elem(&nc_app_stats, &t->app, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&nc_app_stats, &t->app);
+	}
+	if (c) {
+		__sync_fetch_and_add(&c->bytes_up, up);
+		__sync_fetch_and_add(&c->bytes_down, down);
+		__sync_fetch_and_add(&c->blocked, blocked);
+	}
+	__u32 tgid = t->tgid;
+	struct nc_pid_stats *p = bpf_map_lookup_elem(&nc_pid_stats, &tgid);
+	if (!p) {
+		struct nc_pid_stats fresh = { .app = t->app };
+		bpf_map_update_elem(&nc_pid_stats, &tgid, &fresh, BPF_NOEXIST);
+		p = bpf_map_lookup_elem(&nc_pid_stats, &tgid);
+	}
+	if (p) {
+		__sync_fetch_and_add(&p->bytes_up, up);
+		__sync_fetch_and_add(&p->bytes_down, down);
+		__sync_fetch_and_add(&p->blocked, blocked);
+	}
+}
+
+static __always_inline int nc_is_exempt_current(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == exempt_tgid;
+}
+
+/* ---- identity ---------------------------------------------------------------------------------- */
+
+SEC("cgroup/sock_create")
+int nc_sock_create(struct bpf_sock *sk)
+{
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!t)
+		return 1;
+	struct task_struct *task = bpf_get_current_task_btf();
+	nc_identity_of(task, &t->app);
+	t->tgid = BPF_CORE_READ(task, tgid);
+	t->tagged = 1;
+	t->cache_gen = 0;
+	return 1;
+}
+
+/*
+ * Tagging of sockets that existed before the programs were attached, run once at open() in two passes:
+ * the task_file iterator knows the owning process but only holds an untrusted socket pointer, so it
+ * records (socket address -> identity); the tcp/udp iterators hold trusted sockets and create the tags.
+ */
+struct nc_pretag {
+	struct nc_app_key app;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct nc_pretag);
+} nc_pretags SEC(".maps");
+
+SEC("iter/task_file")
+int nc_iter_owner(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+
+	if (!task || !file)
+		return 0;
+	struct socket *sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	__u64 addr = (__u64)sk;
+	struct nc_pretag owner = {};
+	nc_identity_of(task, &owner.app);
+	owner.tgid = task->tgid;
+	bpf_map_update_elem(&nc_pretags, &addr, &owner, BPF_NOEXIST);
+	return 0;
+}
+
+static __always_inline void nc_pretag_apply(void *sk, __u64 addr)
+{
+	struct nc_pretag *owner = bpf_map_lookup_elem(&nc_pretags, &addr);
+
+	if (!owner)
+		return;
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!t || t->tagged)
+		return;
+	t->app = owner->app;
+	t->tgid = owner->tgid;
+	t->tagged = 1;
+	t->initiator = 0; /* unknown for connections opened before us: direction follows the packet */
+	t->cache_gen = 0;
+}
+
+SEC("iter/tcp")
+int nc_iter_tag_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+
+	if (!skc)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (tp)
+		nc_pretag_apply(tp, (__u64)skc);
+	return 0;
+}
+
+SEC("iter/udp")
+int nc_iter_tag_udp(struct bpf_iter__udp *ctx)
+{
+	struct udp_sock *us = ctx->udp_sk;
+
+	if (us)
+		nc_pretag_apply(us, (__u64)us);
+	return 0;
+}
+
+/* TCP direction = who initiated the connection. */
+SEC("sockops")
+int nc_sockops(struct bpf_sock_ops *skops)
+{
+	__u8 dir;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: dir = NC_DIR_OUT; break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: dir = NC_DIR_IN; break;
+	default: return 1;
+	}
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, sk, 0, 0);
+	if (t) {
+		t->initiator = dir;
+		t->cache_gen = 0;
+	}
+	return 1;
+}
+
+/* ---- connect / sendmsg: refuse blocked outbound flows up front ---------------------------------- */
+
+static __always_inline int nc_sock_addr(struct bpf_sock_addr *ctx, struct nc_flow *flow, int is_connect)
+{
+	if (nc_is_exempt_current())
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, sk, 0, 0);
+	flow->proto = nc_proto_class(ctx->protocol);
+	flow->dir = NC_DIR_OUT;
+	flow->port = bpf_ntohs((__u16)ctx->user_port);
+	if (t && is_connect && flow->proto == NC_PROTO_TCP) {
+		t->initiator = NC_DIR_OUT;
+		t->cache_gen = 0;
+	}
+	__s32 slot = nc_decide(t ? &t->app : 0, flow);
+	if (slot < 0)
+		return 1;
+	__u32 key = slot;
+	struct nc_rule *r = bpf_map_lookup_elem(&nc_rules, &key);
+	if (!r || r->action != NC_ACT_BLOCK)
+		return 1;
+	nc_count_rule(r->id, 0, 0, 1);
+	nc_count_totals(0, 0, 1);
+	nc_count_app(t, 0, 0, 1);
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int nc_connect4(struct bpf_sock_addr *ctx)
+{
+	struct nc_flow flow = { .family = 4 };
+
+	flow.addr[0] = ctx->user_ip4;
+	return nc_sock_addr(ctx, &flow, 1);
+}
+
+SEC("cgroup/connect6")
+int nc_connect6(struct bpf_sock_addr *ctx)
+{
+	struct nc_flow flow = {};
+	__u32 a[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	nc_set_addr6(&flow, a);
+	return nc_sock_addr(ctx, &flow, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int nc_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct nc_flow flow = { .family = 4 };
+
+	flow.addr[0] = ctx->user_ip4;
+	return nc_sock_addr(ctx, &flow, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int nc_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct nc_flow flow = {};
+	__u32 a[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	nc_set_addr6(&flow, a);
+	return nc_sock_addr(ctx, &flow, 0);
+}
+
+/* ---- packets: block, police, count -------------------------------------------------------------- */
+
+/* Refill without 64-bit overflow: whole seconds and the remainder separately, and a long idle just fills. */
+static __always_inline __s64 nc_refill(__s64 tokens, __u64 elapsed, __u64 rate, __s64 cap)
+{
+	__u64 secs = elapsed / NSEC_PER_SEC;
+
+	if (secs > (__u64)cap / rate + 1)
+		return cap;
+	__u64 add = secs * rate + (elapsed % NSEC_PER_SEC) * rate / NSEC_PER_SEC;
+	tokens += (__s64)add;
+	return tokens > cap ? cap : tokens;
+}
+
+/*
+ * Egress: pass while the bucket has tokens; in debt up to ~500 ms of rate pass with congestion
+ * notification (TCP backs off instead of seeing a local drop); beyond that drop with CN.
+ * Ingress: police with a ~40 ms burst.
+ * Returns the cgroup_skb verdict (0 drop, 1 pass, 2 drop+CN, 3 pass+CN).
+ */
+static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk_tag *t, struct __sk_buff *skb,
+				     int egress, __u32 len)
+{
+	__u64 rate = egress ? r->rate_up : r->rate_down;
+
+	if (rate == 0)
+		return 1;
+	if (rate > NC_MAX_RATE)
+		rate = NC_MAX_RATE;
+
+	struct nc_bucket_key key = { .rule_id = r->id, .scope = r->scope };
+	if (r->scope == NC_SCOPE_PROCESS) {
+		key.a = t ? t->tgid : 0;
+	} else if (r->scope == NC_SCOPE_CONNECTION) {
+		key.a = bpf_get_socket_cookie(skb);
+	} else if (t) {
+		key.a = t->app.dev;
+		key.b = t->app.ino;
+	}
+
+	__s64 cap, debt_limit;
+	if (egress) {
+		cap = rate / 50 > NC_MIN_BUCKET ? rate / 50 : NC_MIN_BUCKET;
+		debt_limit = rate / 2 > NC_MIN_BUCKET ? rate / 2 : NC_MIN_BUCKET;
+	} else {
+		cap = rate / 25 > NC_MIN_BUCKET ? rate / 25 : NC_MIN_BUCKET;
+		debt_limit = 0;
+	}
+
+	/* Clock sampled before the lock: a later stamp under the lock than ours means we are the older
+	 * sample, and that elapsed time is ignored rather than read as a huge positive one. */
+	__u64 now = bpf_ktime_get_ns();
+	struct nc_bucket *b = bpf_map_lookup_elem(&nc_buckets, &key);
+	if (!b) {
+		struct nc_bucket fresh = {};
+		fresh.tokens_up = cap;
+		fresh.tokens_down = cap;
+		fresh.stamp_up = now;
+		fresh.stamp_down = now;
+		bpf_map_update_elem(&nc_buckets, &key, &fresh, BPF_NOEXIST);
+		b = bpf_map_lookup_elem(&nc_buckets, &key);
+		if (!b)
+			return 1;
+	}
+
+	int verdict;
+	bpf_spin_lock(&b->lock);
+	if (egress) {
+		__s64 tokens = b->tokens_up;
+		if (now > b->stamp_up) {
+			tokens = nc_refill(tokens, now - b->stamp_up, rate, cap);
+			b->stamp_up = now;
+		}
+		if (tokens > cap)
+			tokens = cap; /* the rate may have been lowered */
+		tokens -= len;
+		if (tokens >= 0) {
+			verdict = 1;
+		} else if (-tokens <= debt_limit) {
+			verdict = 3;
+		} else {
+			tokens += len; /* dropped: not charged */
+			verdict = 2;
+		}
+		b->tokens_up = tokens;
+	} else {
+		__s64 tokens = b->tokens_down;
+		if (now > b->stamp_down) {
+			tokens = nc_refill(tokens, now - b->stamp_down, rate, cap);
+			b->stamp_down = now;
+		}
+		if (tokens > cap)
+			tokens = cap;
+		if (tokens >= (__s64)len) {
+			tokens -= len;
+			verdict = 1;
+		} else {
+			verdict = 0;
+		}
+		b->tokens_down = tokens;
+	}
+	bpf_spin_unlock(&b->lock);
+	return verdict;
+}
+
+/* Remote address, port and IP protocol of a packet; the network header is at offset 0. */
+static __always_inline int nc_parse(struct __sk_buff *skb, int egress, struct nc_flow *f)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 vihl;
+		struct { __u8 proto; __u8 csum[2]; __u32 saddr; __u32 daddr; } __attribute__((packed)) h;
+		__u16 frag;
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 6, &frag, 2) ||
+		    bpf_skb_load_bytes(skb, 9, &h, sizeof(h)))
+			return -1;
+		f->family = 4;
+		f->addr[0] = egress ? h.daddr : h.saddr;
+		__u32 l4 = (vihl & 0xf) * 4;
+		if ((h.proto == IPPROTO_TCP || h.proto == IPPROTO_UDP) && !(bpf_ntohs(frag) & 0x1fff)) {
+			__u16 ports[2];
+			if (!bpf_skb_load_bytes(skb, l4, ports, 4))
+				f->port = bpf_ntohs(egress ? ports[1] : ports[0]);
+		}
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u8 nexthdr;
+		__u32 a[4];
+		if (bpf_skb_load_bytes(skb, 6, &nexthdr, 1) || bpf_skb_load_bytes(skb, egress ? 24 : 8, a, 16))
+			return -1;
+		nc_set_addr6(f, a);
+		if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP) {
+			__u16 ports[2];
+			if (!bpf_skb_load_bytes(skb, 40, ports, 4))
+				f->port = bpf_ntohs(egress ? ports[1] : ports[0]);
+		}
+		return 0;
+	}
+	return -1;
+}
+
+static __always_inline int nc_skb(struct __sk_buff *skb, int egress)
+{
+	__u32 len = skb->len;
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, sk, 0, 0);
+	if (t && t->tgid == exempt_tgid)
+		return 1;
+
+	__u64 up = egress ? len : 0, down = egress ? 0 : len;
+	struct nc_flow flow = {};
+	flow.proto = nc_proto_class(sk->protocol);
+	__u32 gen = generation + 1;
+	__s32 slot;
+	int cacheable = 0;
+
+	if (flow.proto == NC_PROTO_TCP && t && t->initiator && sk->state != TCP_LISTEN_STATE) {
+		cacheable = 1;
+		if (t->cache_gen == gen)
+			goto decided;
+	}
+	if (nc_parse(skb, egress, &flow) < 0) {
+		nc_count_totals(up, down, 0);
+		return 1;
+	}
+	if (flow.proto == NC_PROTO_TCP && t && t->initiator)
+		flow.dir = t->initiator;
+	else if (flow.proto == NC_PROTO_TCP && sk->state == TCP_LISTEN_STATE)
+		flow.dir = NC_DIR_IN;
+	else
+		flow.dir = egress ? NC_DIR_OUT : NC_DIR_IN;
+	slot = nc_decide(t ? &t->app : 0, &flow);
+	if (cacheable && t) {
+		t->cache_slot = slot;
+		t->cache_gen = gen;
+	}
+	goto evaluate;
+decided:
+	slot = t->cache_slot;
+evaluate:
+	if (slot < 0) {
+		nc_count_totals(up, down, 0);
+		nc_count_app(t, up, down, 0);
+		return 1;
+	}
+	__u32 key = slot;
+	struct nc_rule *r = bpf_map_lookup_elem(&nc_rules, &key);
+	if (!r || !r->in_use) {
+		nc_count_totals(up, down, 0);
+		nc_count_app(t, up, down, 0);
+		return 1;
+	}
+	if (r->action == NC_ACT_BLOCK) {
+		nc_count_rule(r->id, 0, 0, 1);
+		nc_count_totals(0, 0, 1);
+		nc_count_app(t, 0, 0, 1);
+		return 0;
+	}
+	int verdict = 1;
+	if (r->action == NC_ACT_LIMIT)
+		verdict = nc_police(r, t, skb, egress, len);
+	if (verdict & 1) {
+		nc_count_rule(r->id, up, down, 0);
+		nc_count_totals(up, down, 0);
+		nc_count_app(t, up, down, 0);
+	}
+	return verdict;
+}
+
+SEC("cgroup_skb/egress")
+int nc_egress(struct __sk_buff *skb)
+{
+	return nc_skb(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int nc_ingress(struct __sk_buff *skb)
+{
+	return nc_skb(skb, 0);
+}
+
+/* ---- tear down connections a new rule blocks ----------------------------------------------------- */
+
+SEC("iter/tcp")
+int nc_iter_destroy(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+
+	if (!skc)
+		return 0;
+	int state = skc->skc_state;
+	if (state == TCP_LISTEN_STATE || state == TCP_TIME_WAIT_STATE || state == TCP_NEW_SYN_RECV_STATE)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, tp, 0, 0);
+	if (!t || t->tgid == exempt_tgid)
+		return 0;
+
+	struct nc_flow flow = { .proto = NC_PROTO_TCP };
+	if (skc->skc_family == AF_INET) {
+		flow.family = 4;
+		flow.addr[0] = skc->skc_daddr;
+	} else {
+		__u32 a[4];
+		BPF_CORE_READ_INTO(&a, skc, skc_v6_daddr.in6_u.u6_addr32);
+		nc_set_addr6(&flow, a);
+	}
+	flow.port = bpf_ntohs(skc->skc_dport);
+	flow.dir = t->initiator ? t->initiator : NC_DIR_BOTH;
+
+	__s32 slot = nc_decide(&t->app, &flow);
+	if (slot < 0)
+		return 0;
+	__u32 key = slot;
+	struct nc_rule *r = bpf_map_lookup_elem(&nc_rules, &key);
+	if (!r || r->action != NC_ACT_BLOCK)
+		return 0;
+	if (bpf_sock_destroy(skc) == 0) {
+		nc_count_rule(r->id, 0, 0, 1);
+		nc_count_totals(0, 0, 1);
+		nc_count_app(t, 0, 0, 1);
+	}
+	return 0;
+}

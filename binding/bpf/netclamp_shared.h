@@ -1,0 +1,84 @@
+/*
+ * Layouts shared by the BPF programs (netclamp.bpf.c) and the Linux backend (user space).
+ * Fixed-width fields only, explicit padding, so both compilers agree byte for byte.
+ */
+#ifndef NETCLAMP_SHARED_H
+#define NETCLAMP_SHARED_H
+
+#define NC_MAX_RULES 4096       /* slots in the rules array */
+#define NC_MAX_LIST 64          /* rules one application can be subject to (its own + global) */
+#define NC_MAX_IDS_PER_RULE 4   /* identities (inodes) kept per rule across executable replacements */
+
+#define NC_MIN_BUCKET 65536ULL  /* GSO/GRO hand the hooks skbs of up to 64 KiB */
+#define NC_MAX_RATE (1ULL << 34) /* bytes/s; keeps refill arithmetic inside 64 bits */
+
+enum nc_action { NC_ACT_ALLOW = 1, NC_ACT_BLOCK = 2, NC_ACT_LIMIT = 3 };
+/* Direction bits: a flow is OUT or IN; a rule's mask holds the directions it matches. */
+enum nc_direction { NC_DIR_OUT = 1, NC_DIR_IN = 2, NC_DIR_BOTH = 3 };
+enum nc_proto { NC_PROTO_ANY = 0, NC_PROTO_TCP = 1, NC_PROTO_UDP = 2, NC_PROTO_ICMP = 3, NC_PROTO_OTHER = 4 };
+enum nc_scope { NC_SCOPE_APP = 0, NC_SCOPE_PROCESS = 1, NC_SCOPE_CONNECTION = 2 };
+
+/* An executable's identity: inode number and the kernel's encoding of its device, (major << 20) | minor. */
+struct nc_app_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct nc_rule {
+	__u32 id;
+	__u32 in_use;        /* 1 while a list may reference this slot */
+	__u8 action;         /* enum nc_action */
+	__u8 dir_mask;       /* enum nc_direction bits */
+	__u8 proto;          /* enum nc_proto */
+	__u8 family;         /* 0 = any address, 4 or 6 */
+	__u16 port;          /* host order, 0 = any */
+	__u8 scope;          /* enum nc_scope */
+	__u8 pad0;
+	__u32 priority;
+	__u32 addr[4];       /* network order, already masked */
+	__u32 mask[4];       /* network order */
+	__u64 rate_up;       /* bytes/s, 0 = unlimited */
+	__u64 rate_down;
+	__u64 fingerprint;
+};
+
+/* Rule slots that apply to one application, in decision order (first match decides). */
+struct nc_rule_list {
+	__u32 count;
+	__u32 slots[NC_MAX_LIST];
+};
+
+/* Token-bucket key: a rule and the scope instance (app identity, tgid, or socket cookie). */
+struct nc_bucket_key {
+	__u32 rule_id;
+	__u32 scope;
+	__u64 a;
+	__u64 b;
+};
+
+struct nc_counters {
+	__u64 bytes_up;
+	__u64 bytes_down;
+	__u64 blocked;
+};
+
+struct nc_pid_stats {
+	struct nc_app_key app;
+	__u64 bytes_up;
+	__u64 bytes_down;
+	__u64 blocked;
+};
+
+/* Per-socket tag, in socket-local storage. */
+struct nc_sk_tag {
+	struct nc_app_key app;
+	__u32 tgid;
+	__u8 tagged;
+	__u8 initiator;      /* TCP: NC_DIR_OUT (connect), NC_DIR_IN (accepted), 0 unknown */
+	__u8 pad[2];
+	__u32 cache_gen;     /* generation + 1 the cached decision belongs to, 0 = none */
+	__s32 cache_slot;    /* cached decision: rule slot, -1 = no rule matched */
+};
+
+#endif

@@ -1,0 +1,587 @@
+// The Linux backend: loads binding/bpf/netclamp.bpf.c (embedded as a libbpf skeleton), attaches it at
+// the cgroup v2 root through bpf_links (never pinned: if this process dies the kernel detaches
+// everything), and keeps the kernel's rule tables. See binding/README.md for the design.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <linux/types.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../common/backend.h"
+#include "netclamp.skel.h"
+#include "netclamp_shared.h"
+
+// nc_app_key lives in the global namespace (shared C header): its operators must too, for ADL.
+static bool operator<(const nc_app_key& a, const nc_app_key& b) {
+  return std::tie(a.dev, a.ino) < std::tie(b.dev, b.ino);
+}
+static bool operator==(const nc_app_key& a, const nc_app_key& b) { return a.dev == b.dev && a.ino == b.ino; }
+
+namespace netclamp {
+namespace {
+
+// libbpf's log of the last failing call, so a load error can say what the verifier said.
+std::mutex g_log_mu;
+std::string g_log;
+
+int CaptureLibbpfLog(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char line[1024];
+  vsnprintf(line, sizeof line, fmt, args);
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log += line;
+  if (g_log.size() > 16384) g_log.erase(0, g_log.size() - 16384);
+  return 0;
+}
+
+std::string TakeLibbpfLogTail(size_t max_chars = 1500) {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  std::string tail = g_log.size() > max_chars ? g_log.substr(g_log.size() - max_chars) : g_log;
+  g_log.clear();
+  return tail;
+}
+
+// The cgroup v2 mount point, from /proc/self/mountinfo (hybrid layouts mount it at .../unified).
+std::string FindCgroup2Mount() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream tail(line.substr(sep + 3));
+    std::string fstype;
+    tail >> fstype;
+    if (fstype != "cgroup2") continue;
+    std::istringstream head(line.substr(0, sep));
+    std::string id, parent, devno, root, mount_point;
+    head >> id >> parent >> devno >> root >> mount_point;
+    if (root == "/") return mount_point;
+  }
+  return "";
+}
+
+bool HasEffectiveCapability(int cap) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      unsigned long long mask = std::stoull(line.substr(7), nullptr, 16);
+      return (mask >> cap) & 1ULL;
+    }
+  }
+  return false;
+}
+
+constexpr int kCapBpf = 39;
+
+uint8_t ActionRank(Action a) {  // decision order on a priority tie: BLOCK, LIMIT, ALLOW
+  switch (a) {
+    case Action::Block: return 0;
+    case Action::Limit: return 1;
+    default: return 2;
+  }
+}
+
+// Parses "", "1.2.3.4", "10.0.0.0/8", "::1", "2001:db8::/32" into family, masked address and mask.
+void ParseRemote(const std::string& text, nc_rule& r) {
+  r.family = 0;
+  std::memset(r.addr, 0, sizeof r.addr);
+  std::memset(r.mask, 0, sizeof r.mask);
+  if (text.empty()) return;
+  std::string addr = text;
+  int prefix = -1;
+  size_t slash = text.find('/');
+  if (slash != std::string::npos) {
+    addr = text.substr(0, slash);
+    std::string p = text.substr(slash + 1);
+    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos)
+      throw BackendError("EINVAL", "remoteAddress '" + text + "' has an invalid prefix length", EINVAL);
+    prefix = std::stoi(p);
+  }
+  uint8_t bytes[16] = {};
+  int bits;
+  if (inet_pton(AF_INET, addr.c_str(), bytes) == 1) {
+    r.family = 4;
+    bits = 32;
+  } else if (inet_pton(AF_INET6, addr.c_str(), bytes) == 1) {
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(bytes, v4mapped, 12) == 0) {  // flows fold v4-mapped into IPv4; so do rules
+      std::memmove(bytes, bytes + 12, 4);
+      std::memset(bytes + 4, 0, 12);
+      r.family = 4;
+      bits = 32;
+      if (prefix >= 0) prefix = prefix >= 96 ? prefix - 96 : 0;
+    } else {
+      r.family = 6;
+      bits = 128;
+    }
+  } else {
+    throw BackendError("EINVAL", "remoteAddress '" + text + "' is not an IPv4/IPv6 address or prefix", EINVAL);
+  }
+  if (prefix < 0) prefix = bits;
+  if (prefix > bits) throw BackendError("EINVAL", "remoteAddress '" + text + "' has a prefix longer than the address", EINVAL);
+  uint8_t mask[16] = {};
+  for (int i = 0; i < prefix; i++) mask[i / 8] |= static_cast<uint8_t>(0x80 >> (i % 8));
+  for (int i = 0; i < 16; i++) bytes[i] &= mask[i];
+  std::memcpy(r.addr, bytes, 16);
+  std::memcpy(r.mask, mask, 16);
+}
+
+// Restores the calling thread's network namespace when it goes out of scope.
+class NetnsGuard {
+ public:
+  NetnsGuard() : home_(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {}
+  ~NetnsGuard() {
+    if (home_ >= 0) {
+      setns(home_, CLONE_NEWNET);
+      close(home_);
+    }
+  }
+  bool ok() const { return home_ >= 0; }
+
+ private:
+  int home_;
+};
+
+class LinuxBackend : public Backend {
+ public:
+  LinuxBackend() {
+    libbpf_set_print(CaptureLibbpfLog);
+    if (geteuid() != 0 && !HasEffectiveCapability(kCapBpf)) {
+      SetStatus(false, false, "UNAVAILABLE", "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) to load eBPF programs");
+    } else if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+      SetStatus(false, false, "UNAVAILABLE", "the kernel exposes no BTF (/sys/kernel/btf/vmlinux): CO-RE eBPF cannot load");
+    } else {
+      SetStatus(false, false, "DOWN", "engine not open");
+    }
+  }
+
+  ~LinuxBackend() override { Detach("engine destroyed"); }
+
+  void Open(uint32_t exempt_pid) override {
+    if (skel_) return;
+    TakeLibbpfLogTail();
+    std::string cgroup = FindCgroup2Mount();
+    if (cgroup.empty()) {
+      SetStatus(false, false, "UNAVAILABLE", "no cgroup v2 hierarchy is mounted");
+      throw BackendError("UNSUPPORTED", "no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)");
+    }
+    cgroup_fd_ = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgroup_fd_ < 0) throw SysError(errno, "open", "cannot open the cgroup v2 root " + cgroup);
+
+    skel_ = netclamp_bpf__open();
+    if (!skel_) Fail(errno, "BPF_LOAD", "cannot open the BPF object");
+    int err = netclamp_bpf__load(skel_);
+    if (err) Fail(-err, "BPF_LOAD", "cannot load the BPF programs");
+    skel_->bss->exempt_tgid = exempt_pid;
+    skel_->bss->generation = 0;
+
+    // Identity first, so sockets created from now on are tagged; then every other hook.
+    struct bpf_program* cgroup_programs[] = {
+        skel_->progs.nc_sock_create, skel_->progs.nc_sockops,   skel_->progs.nc_connect4,
+        skel_->progs.nc_connect6,    skel_->progs.nc_sendmsg4,  skel_->progs.nc_sendmsg6,
+        skel_->progs.nc_egress,      skel_->progs.nc_ingress,
+    };
+    for (bpf_program* prog : cgroup_programs) {
+      bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd_);
+      if (!link) Fail(errno, "BPF_ATTACH", std::string("cannot attach ") + bpf_program__name(prog) + " at " + cgroup);
+      links_.push_back(link);
+    }
+    TagExistingSockets();
+
+    free_slots_.clear();
+    for (uint32_t slot = 0; slot < NC_MAX_RULES; slot++) free_slots_.push_back(slot);
+    rules_.clear();
+    list_keys_.clear();
+    WriteLists(BuildLists(rules_));
+    SetStatus(true, true, "OPEN", "");
+  }
+
+  void Close() override { Detach("engine closed"); }
+
+  Status GetStatus() override {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return status_;
+  }
+
+  void ApplyRule(const RuleSpec& spec) override {
+    RequireOpen();
+    if (spec.match_mode != MatchMode::ExactPath)
+      throw BackendError("UNSUPPORTED", "match mode FILENAME/DIRECTORY is not supported yet on Linux; use EXACT_PATH");
+    if (spec.id == 0 || spec.id > 0x7fffffffu) throw BackendError("EINVAL", "rule id out of range", EINVAL);
+
+    nc_rule entry = {};
+    entry.id = spec.id;
+    entry.in_use = 1;
+    entry.action = spec.action == Action::Block ? NC_ACT_BLOCK : spec.action == Action::Limit ? NC_ACT_LIMIT : NC_ACT_ALLOW;
+    entry.dir_mask = spec.direction == Direction::Outbound ? NC_DIR_OUT
+                     : spec.direction == Direction::Inbound ? NC_DIR_IN
+                                                            : NC_DIR_BOTH;
+    entry.proto = spec.protocol == Protocol::Tcp   ? NC_PROTO_TCP
+                  : spec.protocol == Protocol::Udp ? NC_PROTO_UDP
+                  : spec.protocol == Protocol::Icmp ? NC_PROTO_ICMP
+                                                    : NC_PROTO_ANY;
+    entry.port = spec.remote_port;
+    entry.scope = spec.scope == LimitScope::PerProcess      ? NC_SCOPE_PROCESS
+                  : spec.scope == LimitScope::PerConnection ? NC_SCOPE_CONNECTION
+                                                            : NC_SCOPE_APP;
+    entry.priority = static_cast<uint32_t>(spec.priority);
+    entry.rate_up = spec.action == Action::Limit ? std::min<uint64_t>(spec.rate_up, NC_MAX_RATE) : 0;
+    entry.rate_down = spec.action == Action::Limit ? std::min<uint64_t>(spec.rate_down, NC_MAX_RATE) : 0;
+    entry.fingerprint = spec.fingerprint;
+    ParseRemote(spec.remote_address, entry);
+
+    // Identity of the executable; a missing file removes any previous version of the rule.
+    std::vector<nc_app_key> identities;
+    if (!spec.app_path.empty()) {
+      struct stat st;
+      if (stat(spec.app_path.c_str(), &st) != 0) {
+        int err = errno;
+        RemoveRule(spec.id);
+        throw SysError(err, "stat", "cannot resolve app path '" + spec.app_path + "'");
+      }
+      nc_app_key current = {};
+      current.ino = st.st_ino;
+      current.dev = (major(st.st_dev) << 20) | minor(st.st_dev);  // the kernel's s_dev encoding
+      // A replaced executable (new inode): keep matching the old identity too, so processes still
+      // running the old file obey the rule, up to NC_MAX_IDS_PER_RULE identities.
+      auto previous = rules_.find(spec.id);
+      if (previous != rules_.end() && previous->second.spec.app_path == spec.app_path) {
+        for (const nc_app_key& k : previous->second.identities)
+          if (!(k == current)) identities.push_back(k);
+      }
+      identities.push_back(current);
+      if (identities.size() > NC_MAX_IDS_PER_RULE)
+        identities.erase(identities.begin(), identities.end() - NC_MAX_IDS_PER_RULE);
+    }
+
+    if (free_slots_.empty()) throw BackendError("ENOSPC", "the kernel rule table is full", ENOSPC);
+    uint32_t slot = free_slots_.front();
+
+    std::map<uint32_t, Installed> next = rules_;
+    auto old = next.find(spec.id);
+    bool existed = old != next.end();
+    uint32_t old_slot = existed ? old->second.slot : 0;
+    bool scope_changed = existed && old->second.spec.scope != spec.scope;
+    next[spec.id] = Installed{spec, slot, identities};
+    auto lists = BuildLists(next);  // throws before anything is written if a list overflows
+
+    // Order for atomicity: the new rule entry in a fresh slot, then the lists pointing at it, then
+    // the generation that invalidates every socket's cached decision. The old slot stays intact
+    // for packets still holding it and is reused last (FIFO).
+    free_slots_.pop_front();
+    if (bpf_map__update_elem(skel_->maps.nc_rules, &slot, sizeof slot, &entry, sizeof entry, BPF_ANY)) {
+      int err = errno;
+      free_slots_.push_front(slot);
+      throw SysError(err, "bpf(BPF_MAP_UPDATE_ELEM)", "cannot write rule " + std::to_string(spec.id));
+    }
+    if (!existed || spec.reset_counters) ZeroRuleCounters(spec.id);
+    WriteLists(lists);
+    rules_ = std::move(next);
+    BumpGeneration();
+    if (existed) free_slots_.push_back(old_slot);
+    if (scope_changed) DeleteBuckets(spec.id);
+    DestroyBlockedConnections();
+  }
+
+  void RemoveRule(uint32_t id) override {
+    RequireOpen();
+    auto it = rules_.find(id);
+    if (it == rules_.end()) return;
+    uint32_t slot = it->second.slot;
+    std::map<uint32_t, Installed> next = rules_;
+    next.erase(id);
+    WriteLists(BuildLists(next));
+    rules_ = std::move(next);
+    BumpGeneration();
+    free_slots_.push_back(slot);
+    bpf_map__delete_elem(skel_->maps.nc_rule_stats, &id, sizeof id, 0);
+    DeleteBuckets(id);
+    // Removing a higher-priority ALLOW may expose a BLOCK underneath.
+    DestroyBlockedConnections();
+  }
+
+  std::vector<InstalledRule> InstalledRules() override {
+    RequireOpen();
+    // Read back from the kernel: every slot referenced by a list, and the rule stored there.
+    std::set<uint32_t> slots;
+    int lists_fd = bpf_map__fd(skel_->maps.nc_lists);
+    nc_app_key key = {}, next_key = {};
+    void* cursor = nullptr;
+    while (bpf_map_get_next_key(lists_fd, cursor, &next_key) == 0) {
+      nc_rule_list list = {};
+      if (bpf_map_lookup_elem(lists_fd, &next_key, &list) == 0)
+        for (uint32_t i = 0; i < list.count && i < NC_MAX_LIST; i++) slots.insert(list.slots[i]);
+      key = next_key;
+      cursor = &key;
+    }
+    std::map<uint32_t, uint64_t> by_id;
+    int rules_fd = bpf_map__fd(skel_->maps.nc_rules);
+    for (uint32_t slot : slots) {
+      nc_rule r = {};
+      if (bpf_map_lookup_elem(rules_fd, &slot, &r) == 0 && r.in_use) by_id[r.id] = r.fingerprint;
+    }
+    std::vector<InstalledRule> out;
+    for (const auto& [id, fp] : by_id) out.push_back({id, fp});
+    return out;
+  }
+
+  Counters ReadCounters() override {
+    RequireOpen();
+    Counters out;
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) throw SysError(-ncpu, "libbpf_num_possible_cpus", "cannot count CPUs");
+    std::vector<nc_counters> per_cpu(ncpu);
+    auto sum = [&]() {
+      CounterSet s;
+      for (const nc_counters& c : per_cpu) {
+        s.bytes_up += c.bytes_up;
+        s.bytes_down += c.bytes_down;
+        s.blocked += c.blocked;
+      }
+      return s;
+    };
+    int stats_fd = bpf_map__fd(skel_->maps.nc_rule_stats);
+    uint32_t key = 0, next_key = 0;
+    uint32_t* cursor = nullptr;
+    while (bpf_map_get_next_key(stats_fd, cursor, &next_key) == 0) {
+      if (bpf_map_lookup_elem(stats_fd, &next_key, per_cpu.data()) == 0) out.rules.push_back({next_key, sum()});
+      key = next_key;
+      cursor = &key;
+    }
+    uint32_t zero = 0;
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.nc_totals), &zero, per_cpu.data()) == 0) out.totals = sum();
+    return out;
+  }
+
+  ActivityCounters ReadActivity() override {
+    RequireOpen();
+    ActivityCounters out;
+    int apps_fd = bpf_map__fd(skel_->maps.nc_app_stats);
+    nc_app_key akey = {}, anext = {};
+    nc_app_key* acursor = nullptr;
+    while (bpf_map_get_next_key(apps_fd, acursor, &anext) == 0) {
+      nc_counters c = {};
+      if (bpf_map_lookup_elem(apps_fd, &anext, &c) == 0)
+        out.apps.push_back({anext.dev, anext.ino, {c.bytes_up, c.bytes_down, c.blocked}});
+      akey = anext;
+      acursor = &akey;
+    }
+    int pids_fd = bpf_map__fd(skel_->maps.nc_pid_stats);
+    uint32_t pkey = 0, pnext = 0;
+    uint32_t* pcursor = nullptr;
+    while (bpf_map_get_next_key(pids_fd, pcursor, &pnext) == 0) {
+      nc_pid_stats p = {};
+      if (bpf_map_lookup_elem(pids_fd, &pnext, &p) == 0)
+        out.processes.push_back({pnext, p.app.dev, p.app.ino, {p.bytes_up, p.bytes_down, p.blocked}});
+      pkey = pnext;
+      pcursor = &pkey;
+    }
+    return out;
+  }
+
+ private:
+  struct Installed {
+    RuleSpec spec;
+    uint32_t slot;
+    std::vector<nc_app_key> identities;  // empty = every application
+  };
+  using Lists = std::map<nc_app_key, nc_rule_list>;
+
+  [[noreturn]] void Fail(int err, const std::string& code, const std::string& what) {
+    std::string log = TakeLibbpfLogTail();
+    std::string message = what + ": " + std::strerror(err);
+    if (!log.empty()) message += "\nlibbpf: " + log;
+    bool unavailable = err == EPERM || err == EACCES;
+    Detach(message);
+    if (unavailable) SetStatus(false, false, "UNAVAILABLE", message);
+    throw BackendError(unavailable ? ErrnoName(err) : code, message, err, "bpf");
+  }
+
+  void RequireOpen() {
+    if (!skel_) throw BackendError("ENGINE_DOWN", "the engine is not open");
+  }
+
+  void SetStatus(bool filtering, bool shaping, const std::string& state, const std::string& detail) {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    status_.filtering = filtering;
+    status_.shaping = shaping;
+    status_.state = state;
+    status_.detail = detail;
+  }
+
+  void Detach(const std::string& why) {
+    for (bpf_link* link : links_) bpf_link__destroy(link);
+    links_.clear();
+    if (skel_) netclamp_bpf__destroy(skel_);
+    skel_ = nullptr;
+    if (cgroup_fd_ >= 0) close(cgroup_fd_);
+    cgroup_fd_ = -1;
+    rules_.clear();
+    list_keys_.clear();
+    Status current = GetStatus();
+    if (current.state != "UNAVAILABLE") SetStatus(false, false, "DOWN", why);
+  }
+
+  // Sorted rule slots per app identity; global rules ({0,0}) are merged into every app's list.
+  Lists BuildLists(const std::map<uint32_t, Installed>& rules) const {
+    std::vector<const Installed*> ordered;
+    for (const auto& [id, r] : rules) ordered.push_back(&r);
+    std::sort(ordered.begin(), ordered.end(), [](const Installed* a, const Installed* b) {
+      if (a->spec.priority != b->spec.priority) return a->spec.priority > b->spec.priority;
+      if (ActionRank(a->spec.action) != ActionRank(b->spec.action))
+        return ActionRank(a->spec.action) < ActionRank(b->spec.action);
+      return a->spec.id < b->spec.id;
+    });
+    Lists lists;
+    nc_app_key global = {};
+    lists[global] = nc_rule_list{};
+    for (const Installed* r : ordered)
+      for (const nc_app_key& k : r->identities) lists.emplace(k, nc_rule_list{});
+    for (auto& [key, list] : lists) {
+      for (const Installed* r : ordered) {
+        bool applies = r->identities.empty() ||
+                       (!(key == global) &&
+                        std::find(r->identities.begin(), r->identities.end(), key) != r->identities.end());
+        if (!applies) continue;
+        if (list.count >= NC_MAX_LIST)
+          throw BackendError("E2BIG", "more than " + std::to_string(NC_MAX_LIST) +
+                                          " rules would apply to one application", E2BIG);
+        list.slots[list.count++] = r->slot;
+      }
+    }
+    return lists;
+  }
+
+  void WriteLists(const Lists& lists) {
+    int fd = bpf_map__fd(skel_->maps.nc_lists);
+    for (const auto& [key, list] : lists) {
+      // Hash map updates replace the element as a whole (RCU), so a reader sees the old or new list.
+      if (bpf_map_update_elem(fd, &key, &list, BPF_ANY))
+        throw SysError(errno, "bpf(BPF_MAP_UPDATE_ELEM)", "cannot write a rule list");
+    }
+    for (const nc_app_key& key : list_keys_)
+      if (!lists.count(key)) bpf_map_delete_elem(fd, &key);
+    list_keys_.clear();
+    for (const auto& [key, list] : lists) list_keys_.insert(key);
+  }
+
+  void BumpGeneration() { __atomic_add_fetch(&skel_->bss->generation, 1, __ATOMIC_SEQ_CST); }
+
+  void ZeroRuleCounters(uint32_t id) {
+    int ncpu = libbpf_num_possible_cpus();
+    std::vector<nc_counters> zeros(ncpu > 0 ? ncpu : 1);
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.nc_rule_stats), &id, zeros.data(), BPF_ANY))
+      throw SysError(errno, "bpf(BPF_MAP_UPDATE_ELEM)", "cannot reset the counters of rule " + std::to_string(id));
+  }
+
+  void DeleteBuckets(uint32_t rule_id) {
+    int fd = bpf_map__fd(skel_->maps.nc_buckets);
+    std::vector<nc_bucket_key> doomed;
+    nc_bucket_key key = {}, next_key = {};
+    nc_bucket_key* cursor = nullptr;
+    while (bpf_map_get_next_key(fd, cursor, &next_key) == 0) {
+      if (next_key.rule_id == rule_id) doomed.push_back(next_key);
+      key = next_key;
+      cursor = &key;
+    }
+    for (const nc_bucket_key& k : doomed) bpf_map_delete_elem(fd, &k);
+  }
+
+  // Runs an iterator program to completion (its side effects are the point; it prints nothing).
+  void RunIterator(bpf_program* prog) {
+    bpf_link* link = bpf_program__attach_iter(prog, nullptr);
+    if (!link) throw SysError(errno, "bpf(BPF_LINK_CREATE)", std::string("cannot attach iterator ") + bpf_program__name(prog));
+    int fd = bpf_iter_create(bpf_link__fd(link));
+    if (fd < 0) {
+      int err = errno;
+      bpf_link__destroy(link);
+      throw SysError(err, "bpf(BPF_ITER_CREATE)", std::string("cannot start iterator ") + bpf_program__name(prog));
+    }
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    close(fd);
+    bpf_link__destroy(link);
+  }
+
+  // tcp/udp socket iterators walk the calling thread's network namespace only: visit every network
+  // namespace a process on this machine uses (tests and containers put apps in their own).
+  template <typename Fn>
+  void ForEachNetns(Fn fn) {
+    NetnsGuard guard;
+    fn();
+    if (!guard.ok()) return;
+    std::set<std::pair<dev_t, ino_t>> seen;
+    struct stat self;
+    if (stat("/proc/thread-self/ns/net", &self) == 0) seen.insert({self.st_dev, self.st_ino});
+    std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
+    if (!proc) return;
+    while (dirent* d = readdir(proc.get())) {
+      if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+      std::string path = std::string("/proc/") + d->d_name + "/ns/net";
+      struct stat st;
+      if (stat(path.c_str(), &st) != 0 || !seen.insert({st.st_dev, st.st_ino}).second) continue;
+      int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0) continue;
+      if (setns(ns, CLONE_NEWNET) == 0) fn();
+      close(ns);
+    }
+  }
+
+  void TagExistingSockets() {
+    RunIterator(skel_->progs.nc_iter_owner);
+    ForEachNetns([this] {
+      RunIterator(skel_->progs.nc_iter_tag_tcp);
+      RunIterator(skel_->progs.nc_iter_tag_udp);
+    });
+    // The socket-address table was only a hand-over between the passes.
+    int fd = bpf_map__fd(skel_->maps.nc_pretags);
+    uint64_t key;
+    while (bpf_map_get_next_key(fd, nullptr, &key) == 0) bpf_map_delete_elem(fd, &key);
+  }
+
+  // Established TCP connections a rule now blocks are aborted at once (bpf_sock_destroy), so the
+  // application sees an error instead of a silent stall.
+  void DestroyBlockedConnections() {
+    bool any_block = false;
+    for (const auto& [id, r] : rules_) any_block |= r.spec.action == Action::Block;
+    if (!any_block) return;
+    ForEachNetns([this] { RunIterator(skel_->progs.nc_iter_destroy); });
+  }
+
+  std::mutex status_mu_;
+  Status status_;
+  netclamp_bpf* skel_ = nullptr;
+  std::vector<bpf_link*> links_;
+  int cgroup_fd_ = -1;
+  std::map<uint32_t, Installed> rules_;
+  std::deque<uint32_t> free_slots_;
+  std::set<nc_app_key> list_keys_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateBackend() { return std::make_unique<LinuxBackend>(); }
+
+}  // namespace netclamp
