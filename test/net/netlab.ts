@@ -7,9 +7,9 @@
  * can run from t.after, a finally block, or the process 'exit' hook installed here; namespaces left
  * behind by a process that was killed outright are removed by the next lab (their names carry the pid).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { repoRoot, run, runQuietSync, runSyncText } from './exec.js';
 
 export const NAMESPACE_PREFIX = 'nc-';
@@ -114,6 +114,19 @@ export function relayBinaryPath(): string {
   return join(repoRoot(), 'build', 'test-tools', 'delay-relay');
 }
 
+/**
+ * Builds the relay when it is missing or older than its source. scripts/pretest.js builds it too, but
+ * a cmake-js full rebuild wipes build/, and `npm run bench` does not run pretest.
+ */
+export function ensureRelayBinary(): string {
+  const binary = relayBinaryPath();
+  const source = join(repoRoot(), 'test', 'net', 'delay-relay.c');
+  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary;
+  mkdirSync(dirname(binary), { recursive: true });
+  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', binary, source], { stdio: 'inherit' });
+  return binary;
+}
+
 export class NetLab {
   readonly id: number;
   private readonly namespaces: string[] = [];
@@ -166,10 +179,7 @@ export class NetLab {
   async relayPath(options: RelayOptions = {}): Promise<NetPath> {
     const oneWayDelayMs = options.oneWayDelayMs ?? 10;
     const mtu = options.mtu ?? 9000;
-    const relayBinary = relayBinaryPath();
-    if (!existsSync(relayBinary)) {
-      throw new Error(`${relayBinary} is missing: run scripts/pretest.js (npm test does) to build the test tools`);
-    }
+    const relayBinary = ensureRelayBinary();
     const clientNs = await this.createNamespace('a');
     const serverNs = await this.createNamespace('b');
     const relay = spawn(
