@@ -24,10 +24,24 @@ function onPath(command) {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 }
 
+// Ubuntu's /usr/sbin/bpftool is a wrapper that fails without the running kernel's tools package, so
+// "present" means a bpftool that actually runs.
 function bpftoolPresent() {
-  if (onPath('bpftool') || existsSync('/usr/sbin/bpftool') || existsSync('/usr/local/sbin/bpftool')) return true;
+  const candidates = ['bpftool', '/usr/sbin/bpftool', '/usr/local/sbin/bpftool'];
   const tools = '/usr/lib/linux-tools';
-  return existsSync(tools) && readdirSync(tools).some((d) => existsSync(join(tools, d, 'bpftool')));
+  if (existsSync(tools)) for (const d of readdirSync(tools)) candidates.push(join(tools, d, 'bpftool'));
+  return candidates.some((c) => spawnSync(c, ['version'], { stdio: 'ignore' }).status === 0);
+}
+
+function aptKnows(pkg) {
+  return spawnSync('apt-cache', ['show', '--no-all-versions', pkg], { stdio: 'ignore' }).status === 0;
+}
+
+/** Debian calls it bpftool; Ubuntu ships it in linux-tools packages. */
+function bpftoolPackages() {
+  if (aptKnows('bpftool')) return ['bpftool'];
+  return ['linux-tools-common', 'linux-tools-generic', `linux-tools-${spawnSync('uname', ['-r']).stdout?.toString().trim()}`]
+    .filter((p) => aptKnows(p));
 }
 
 function pkgConfigHas(module) {
@@ -39,7 +53,7 @@ function missingLinuxPackages() {
   const missing = [];
   const clang = onPath('clang') || [18, 17, 16, 15, 14].some((v) => onPath(`clang-${v}`));
   if (!clang) missing.push('clang', 'llvm');
-  if (!bpftoolPresent()) missing.push('bpftool');
+  if (!bpftoolPresent()) missing.push('bpftool');  // resolved to the distribution's package name later
   if (!onPath('cmake')) missing.push('cmake');
   if (!onPath('make')) missing.push('make');
   if (!onPath('g++')) missing.push('g++');
@@ -77,8 +91,9 @@ function installLinuxDependencies() {
     console.error('[netclamp install] apt-get update failed');
     process.exit(1);
   }
-  if (run('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env }) !== 0) {
-    console.error(`[netclamp install] apt-get install failed for: ${missing.join(' ')}`);
+  const packages = missing.flatMap((p) => (p === 'bpftool' ? bpftoolPackages() : [p]));
+  if (run('apt-get', ['install', '-y', '--no-install-recommends', ...packages], { env }) !== 0) {
+    console.error(`[netclamp install] apt-get install failed for: ${packages.join(' ')}`);
     process.exit(1);
   }
   const still = missingLinuxPackages();
