@@ -48,6 +48,19 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const blocked = new BlockedTotal(options.engine, meta);
 
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
+  // JSON only: a text/plain body is 415, not a string that fails validation. An empty JSON body (some
+  // clients send Content-Type on a bodyless POST such as /retry) counts as no body.
+  app.removeContentTypeParser('text/plain');
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    parseJson(request, text, done);
+  });
   installProblemHandlers(app);
   installGatekeeping(app, tokens);
 

@@ -114,7 +114,13 @@ export function fieldErrorsFromSchemaIssues(issues: readonly SchemaValidationIss
       }
       continue;
     }
-    for (const issue of list) push(field, issue.message ?? issue.keyword);
+    for (const issue of list) {
+      if (issue.keyword === 'enum' && Array.isArray(issue.params.allowedValues)) {
+        push(field, `must be one of ${issue.params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`);
+      } else {
+        push(field, issue.message ?? issue.keyword);
+      }
+    }
   }
   if (result.length === 0) result.push({ field: fieldName(context, ''), message: 'is invalid' });
   return result;

@@ -12,10 +12,7 @@ export const ConfigSchema = Type.Object({
     listen: Type.Optional(Type.String({ minLength: 3, maxLength: 300, default: DEFAULT_LISTEN })),
   }, { additionalProperties: false, default: {} })),
   log: Type.Optional(Type.Object({
-    level: Type.Optional(Type.Union([
-      Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
-      Type.Literal('debug'), Type.Literal('trace'),
-    ], { default: 'info' })),
+    level: Type.Optional(Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'], { default: 'info' })),
   }, { additionalProperties: false, default: {} })),
 }, { additionalProperties: false });
 export type ConfigInput = Static<typeof ConfigSchema>;

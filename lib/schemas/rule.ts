@@ -8,22 +8,20 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import type { FieldError } from './problem.js';
 
-export const RuleActionSchema = Type.Union([Type.Literal('ALLOW'), Type.Literal('BLOCK'), Type.Literal('LIMIT')]);
-export const RuleDirectionSchema = Type.Union([
-  Type.Literal('INBOUND'), Type.Literal('OUTBOUND'), Type.Literal('BOTH'),
-]);
-export const RuleProtocolSchema = Type.Union([
-  Type.Literal('ANY'), Type.Literal('TCP'), Type.Literal('UDP'), Type.Literal('ICMP'),
-]);
-export const LimitScopeSchema = Type.Union([
-  Type.Literal('PER_APP'), Type.Literal('PER_PROCESS'), Type.Literal('PER_CONNECTION'),
-]);
-export const MatchModeSchema = Type.Union([
-  Type.Literal('EXACT_PATH'), Type.Literal('FILENAME'), Type.Literal('DIRECTORY'),
-]);
-export const SyncStateSchema = Type.Union([
-  Type.Literal('PENDING'), Type.Literal('SYNCED'), Type.Literal('ERROR'), Type.Literal('DISABLED'),
-]);
+// Enums (not unions of literals): a wrong value then yields one error listing the allowed values.
+const ACTIONS = ['ALLOW', 'BLOCK', 'LIMIT'] as const;
+const DIRECTIONS = ['INBOUND', 'OUTBOUND', 'BOTH'] as const;
+const PROTOCOLS = ['ANY', 'TCP', 'UDP', 'ICMP'] as const;
+const LIMIT_SCOPES = ['PER_APP', 'PER_PROCESS', 'PER_CONNECTION'] as const;
+const MATCH_MODES = ['EXACT_PATH', 'FILENAME', 'DIRECTORY'] as const;
+const SYNC_STATES = ['PENDING', 'SYNCED', 'ERROR', 'DISABLED'] as const;
+
+export const RuleActionSchema = Type.Enum(ACTIONS);
+export const RuleDirectionSchema = Type.Enum(DIRECTIONS);
+export const RuleProtocolSchema = Type.Enum(PROTOCOLS);
+export const LimitScopeSchema = Type.Enum(LIMIT_SCOPES);
+export const MatchModeSchema = Type.Enum(MATCH_MODES);
+export const SyncStateSchema = Type.Enum(SYNC_STATES);
 
 const RateSchema = Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })]);
 
@@ -32,14 +30,14 @@ const draftProperties = {
   name: Type.String({ minLength: 1, maxLength: 200 }),
   app_path: Type.String({ maxLength: 4096 }),
   action: RuleActionSchema,
-  direction: Type.Optional(Type.Union(RuleDirectionSchema.anyOf, { default: 'BOTH' })),
+  direction: Type.Optional(Type.Enum(DIRECTIONS, { default: 'BOTH' })),
   remote_address: Type.Optional(Type.String({ maxLength: 64, default: '' })),
   remote_port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, default: 0 })),
-  protocol: Type.Optional(Type.Union(RuleProtocolSchema.anyOf, { default: 'ANY' })),
+  protocol: Type.Optional(Type.Enum(PROTOCOLS, { default: 'ANY' })),
   rate_limit_down_bytes_per_sec: Type.Optional(Type.Union(RateSchema.anyOf, { default: null })),
   rate_limit_up_bytes_per_sec: Type.Optional(Type.Union(RateSchema.anyOf, { default: null })),
-  limit_scope: Type.Optional(Type.Union(LimitScopeSchema.anyOf, { default: 'PER_APP' })),
-  match_mode: Type.Optional(Type.Union(MatchModeSchema.anyOf, { default: 'EXACT_PATH' })),
+  limit_scope: Type.Optional(Type.Enum(LIMIT_SCOPES, { default: 'PER_APP' })),
+  match_mode: Type.Optional(Type.Enum(MATCH_MODES, { default: 'EXACT_PATH' })),
   priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000, default: 100 })),
   enabled: Type.Optional(Type.Boolean({ default: true })),
 };

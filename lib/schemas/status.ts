@@ -13,9 +13,7 @@ export const StatusSchema = Type.Object({
   total_blocked: Type.Integer(),
   uptime_since: Type.String(),
   competing_shapers: Type.Array(CompetingShaperSchema),
-  wfp_session_state: Type.Union([
-    Type.Literal('OPEN'), Type.Literal('DOWN'), Type.Literal('RECOVERING'), Type.Literal('UNAVAILABLE'),
-  ]),
+  wfp_session_state: Type.Enum(['OPEN', 'DOWN', 'RECOVERING', 'UNAVAILABLE']),
   bfe_restarts: Type.Integer(),
 });
 export type Status = Static<typeof StatusSchema>;
