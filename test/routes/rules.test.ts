@@ -314,3 +314,20 @@ test('rules of a service started without an engine are PENDING with the reason',
   assert.equal(rule.sync_state, 'PENDING');
   assert.match(rule.sync_error, /UNAVAILABLE/);
 });
+
+test('two concurrent PUTs with the same If-Match: exactly one wins, the other gets 409', async (t) => {
+  const { request } = await startTestApp(t);
+  const created = (await request({ method: 'POST', url: '/api/v1/rules', payload: draft() })).json();
+  const url = `/api/v1/rules/${created.id}`;
+  const [a, b] = await Promise.all([
+    request({ method: 'PUT', url, payload: draft({ name: 'a' }), headers: { 'if-match': '"1"' } }),
+    request({ method: 'PUT', url, payload: draft({ name: 'b' }), headers: { 'if-match': 'W/"1"' } }),
+  ]);
+  assert.deepEqual([a.statusCode, b.statusCode].sort(), [200, 409]);
+  const winner = a.statusCode === 200 ? 'a' : 'b';
+  const rule = (await request({ method: 'GET', url })).json();
+  assert.equal(rule.name, winner);
+  assert.equal(rule.revision, 2);
+  const any = await request({ method: 'PUT', url, payload: draft({ name: 'c' }), headers: { 'if-match': '*' } });
+  assert.equal(any.statusCode, 200);
+});
