@@ -110,6 +110,20 @@ static void test_long_idle_at_extreme_rates_refills_exactly_to_burst(void)
         }
     }
     CHECK(full_cases >= 16); /* all but the 1 B/s and 1 kB/s hour */
+
+    /* Adversarial idles where the naive 64-bit product wraps to exactly zero: 2^36 B/s for 2^28 s (8.5
+     * years) and 2^33 B/s for 2^31 s. A refill that multiplies first would leave the bucket empty. */
+    {
+        static const struct { uint64_t rate, seconds; } wraps[] = {{1ull << 36, 1ull << 28}, {1ull << 33, 1ull << 31}};
+        for (i = 0; i < sizeof wraps / sizeof wraps[0]; i++) {
+            nc_token_bucket bucket;
+            CHECK(wraps[i].rate * wraps[i].seconds == 0); /* the trap is armed */
+            CHECK_STATUS(nc_tb_init(&bucket, wraps[i].rate, 1u << 20, TPS_WINDOWS, 0), NC_OK);
+            CHECK(nc_tb_try_consume(&bucket, 1u << 20, 0));
+            nc_tb_refill(&bucket, wraps[i].seconds * TPS_WINDOWS);
+            CHECK_EQ_U64((uint64_t)bucket.tokens, 1u << 20);
+        }
+    }
     /* The scenario really is the overflow one: naive 64-bit math wraps here. */
     CHECK(NC_TB_RATE_MAX > UINT64_MAX / (86400ull * 365 * TPS_WINDOWS));
 }
