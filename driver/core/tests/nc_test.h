@@ -54,6 +54,7 @@ extern const nc_test_case nc_flow_table_tests[];
 extern const nc_test_case nc_queue_tests[];
 extern const nc_test_case nc_validate_tests[];
 extern const nc_test_case nc_header_tests[];
+extern const nc_test_case nc_event_ring_tests[];
 
 /* Deterministic pseudo-random numbers for the property tests (xorshift64*). */
 uint64_t nc_test_random(void);

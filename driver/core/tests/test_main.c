@@ -29,7 +29,7 @@ uint64_t nc_test_random(void)
 int main(int argc, char **argv)
 {
     const nc_test_case *suites[] = {nc_header_tests, nc_token_bucket_tests, nc_flow_table_tests,
-                                    nc_queue_tests, nc_validate_tests};
+                                    nc_queue_tests, nc_validate_tests, nc_event_ring_tests};
     const char *only = argc > 1 ? argv[1] : 0; /* optional substring filter on test names */
     unsigned passed = 0, failed = 0;
     size_t s;
