@@ -27,6 +27,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Written by user space through the mmapped .bss. */
 volatile __u32 exempt_tgid;
 volatile __u32 generation;
+/* Shaping knobs (milliseconds of the rate); user space sets them at open(). */
+volatile __u32 egress_debt_ms = 300;
+volatile __u32 ingress_burst_ms = 40;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -488,10 +491,16 @@ static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk
 
 	__s64 cap, debt_limit;
 	if (egress) {
-		cap = rate / 50 > NC_MIN_BUCKET ? rate / 50 : NC_MIN_BUCKET;
-		debt_limit = rate / 2 > NC_MIN_BUCKET ? rate / 2 : NC_MIN_BUCKET;
+		/* A 64 KiB GSO skb fits through the debt zone, so the positive part can stay small: what an
+		 * idle app may burst (cap + debt zone) is the overshoot a transfer after idle shows. */
+		cap = rate / 50;
+		debt_limit = rate * egress_debt_ms / 1000;
+		if (debt_limit < (__s64)NC_MIN_BUCKET + 32768)
+			debt_limit = NC_MIN_BUCKET + 32768;
 	} else {
-		cap = rate / 25 > NC_MIN_BUCKET ? rate / 25 : NC_MIN_BUCKET;
+		cap = rate * ingress_burst_ms / 1000;
+		if (cap < (__s64)NC_MIN_BUCKET)
+			cap = NC_MIN_BUCKET;
 		debt_limit = 0;
 	}
 

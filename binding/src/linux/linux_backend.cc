@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -195,6 +196,9 @@ class LinuxBackend : public Backend {
     if (err) Fail(-err, "BPF_LOAD", "cannot load the BPF programs");
     skel_->bss->exempt_tgid = exempt_pid;
     skel_->bss->generation = 0;
+    // Tuning knobs for shaping experiments (documented in binding/README.md); defaults in the BPF object.
+    if (const char* v = getenv("NETCLAMP_EGRESS_DEBT_MS")) skel_->data->egress_debt_ms = static_cast<uint32_t>(atoi(v));
+    if (const char* v = getenv("NETCLAMP_INGRESS_BURST_MS")) skel_->data->ingress_burst_ms = static_cast<uint32_t>(atoi(v));
 
     // Identity first, so sockets created from now on are tagged; then every other hook.
     struct bpf_program* cgroup_programs[] = {
