@@ -353,6 +353,25 @@ describe('Linux data plane lifetime', privilegedSuite(), () => {
     assertGone(progs);
   });
 
+  test('connections opened before the engine are tagged at open() and obey a later BLOCK', async (t) => {
+    const app = copyOfCurl();
+    t.after(() => app.remove());
+    const peer = await startPeer();
+    t.after(() => peer.close());
+    const transfer = start(app.path, curlArgs(peer.url('/trickle?ms=20000'), 30));
+    t.after(() => transfer.kill());
+    await sleep(700);
+    const late = new NativeEngine();
+    t.after(() => late.close());
+    await late.open();
+    await late.applyRule(rule({ id: 1, action: 'BLOCK', appPath: app.path }));
+    const blockedAt = performance.now();
+    const result = await Promise.race([transfer.done, sleep(3000).then(() => null)]);
+    assert.ok(result, 'the pre-existing transfer kept running after BLOCK');
+    assert.notEqual(result.code, 0);
+    assert.ok(performance.now() - blockedAt < 1000, 'the pre-existing transfer took more than a second to end');
+  });
+
   test('without the addon the engine says ADDON_MISSING and how to fix it', () => {
     assert.throws(
       () => new NativeEngine({ packageRoot: mkdtempSync(join(tmpdir(), 'nc-noaddon-')) }),
