@@ -372,6 +372,28 @@ describe('Linux data plane lifetime', privilegedSuite(), () => {
     assert.ok(performance.now() - blockedAt < 1000, 'the pre-existing transfer took more than a second to end');
   });
 
+  test('without privileges the engine reports UNAVAILABLE and open() rejects', async () => {
+    const code = `
+      import { NativeEngine } from ${JSON.stringify(new URL('../../lib/engine/native.js', import.meta.url).href)};
+      const engine = new NativeEngine();
+      const before = engine.status();
+      const error = await engine.open().then(() => null, (e) => e);
+      process.stdout.write(JSON.stringify({ before, error: error && { code: error.code, name: error.name } }));
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    await new Promise((resolve) => child.once('close', resolve));
+    const report = JSON.parse(out || 'null') as { before: { state: string; detail: string | null }; error: { code: string; name: string } | null } | null;
+    assert.ok(report, `the unprivileged child printed nothing: ${err}`);
+    assert.equal(report.before.state, 'UNAVAILABLE');
+    assert.match(report.before.detail ?? '', /root|CAP_BPF/);
+    assert.ok(report.error, 'open() succeeded without privileges');
+    assert.equal(report.error.name, 'EngineError');
+  });
+
   test('without the addon the engine says ADDON_MISSING and how to fix it', () => {
     assert.throws(
       () => new NativeEngine({ packageRoot: mkdtempSync(join(tmpdir(), 'nc-noaddon-')) }),
