@@ -2,11 +2,30 @@
 // tests must never overlap), spec reporter, exit code passed through. Under CI=true a skipped test is a
 // failure too: privileged tests already throw there, and this double-checks the closing summary.
 import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
+import { readdirSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const onCI = process.env.CI === 'true';
+
+/** Compiled test files only: given a directory, node 20 would also run every helper module as a test. */
+function testFiles(dir) {
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((entry) => {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) return testFiles(path);
+      return entry.name.endsWith('.test.js') ? [relative(root, path)] : [];
+    })
+    .sort();
+}
+
+const files = testFiles(join(root, 'dist', 'test'));
+if (files.length === 0) {
+  console.error('run-tests: no dist/test/**/*.test.js; did the TypeScript build (npm run pretest) run?');
+  process.exit(1);
+}
+const startedAt = Date.now();
 
 const args = [
   '--test',
@@ -16,8 +35,8 @@ const args = [
   '--test-timeout=900000',
   '--test-reporter=spec',
   '--test-reporter-destination=stdout',
-  join('dist', 'test') + '/',
   ...process.argv.slice(2),
+  ...files,
 ];
 
 const child = spawn(process.execPath, args, { cwd: root, stdio: ['inherit', 'pipe', 'inherit'] });
@@ -35,6 +54,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 
 child.on('exit', (code, signal) => {
   const exitCode = code ?? (signal ? 1 : 0);
+  console.log(`run-tests: ${files.length} files in ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);
   const count = (label) => {
     const matches = [...tail.matchAll(new RegExp(`^\\S*\\s*${label} (\\d+)\\s*$`, 'gm'))];
     return matches.length > 0 ? Number(matches[matches.length - 1][1]) : null;
