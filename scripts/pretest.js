@@ -28,6 +28,9 @@ const testNeeds = [
   { what: 'bpftool', probe: ['bpftool', 'version'], packages: ['bpftool', 'linux-tools-common linux-tools-generic'] },
   { what: 'C compiler', probe: ['cc', '--version'], packages: ['build-essential'] },
   { what: 'make', probe: ['make', '--version'], packages: ['build-essential'] },
+  { what: 'C++ compiler', probe: ['c++', '--version'], packages: ['build-essential'] },
+  // The driver's shared header is compiled for LLP64 (Windows) too, so layout drift fails here.
+  { what: 'mingw-w64', probe: ['x86_64-w64-mingw32-gcc', '--version'], packages: ['mingw-w64'] },
   // Needed to build the addon from source when no prebuild fits.
   { what: 'cmake', probe: ['cmake', '--version'], packages: ['cmake'] },
   { what: 'clang', probe: ['sh', '-c', 'command -v clang || command -v clang-14'], packages: ['clang'] },
