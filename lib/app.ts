@@ -15,11 +15,19 @@ import { openDatabase } from './store/database.js';
 import { RulesStore } from './store/rules-store.js';
 import { MetaStore } from './store/meta-store.js';
 import { loadOrCreateToken, TokenVerifier } from './services/auth-token.js';
+import { loadConfigFile } from './services/config.js';
+import { ConfigService } from './services/config-service.js';
+import { EventBus } from './services/event-bus.js';
+import { EventStreamHub } from './services/event-stream.js';
 import { AppPathWatcher } from './services/app-path-watcher.js';
 import { RuleService } from './services/rule-service.js';
 import { BlockedTotal } from './services/blocked-total.js';
 import statusRoutes from './routes/status.js';
 import ruleRoutes from './routes/rules.js';
+import configRoutes from './routes/config.js';
+import authRoutes from './routes/auth.js';
+import eventRoutes from './routes/events.js';
+import openApiRoutes, { RouteCatalog } from './routes/openapi.js';
 import { VERSION } from './version.js';
 
 export const API_PREFIX = '/api/v1';
@@ -33,6 +41,23 @@ export interface AppOptions {
   /** Defaults to the package version. */
   version?: string;
   counterFlushIntervalMs?: number;
+  /** Per SSE client; a client further behind is dropped. Tests lower it. */
+  maxEventBacklogBytes?: number;
+  /** Debounce of config.toml change notifications. */
+  configDebounceMs?: number;
+}
+
+/** What the rest of the process (server.ts, tests) may reach of a running service. */
+export interface ServiceHandles {
+  config: ConfigService;
+  events: EventBus;
+  eventStream: EventStreamHub;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    netclamp: ServiceHandles;
+  }
 }
 
 /** The plugin. Registered with skip-override so its hooks and handlers cover the whole instance. */
@@ -40,11 +65,35 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const startedAt = new Date();
   const token = loadOrCreateToken(options.dataDir);
   const tokens = new TokenVerifier(token);
+  const initialConfig = loadConfigFile(options.dataDir);
+  const events = new EventBus({
+    capacity: initialConfig.config.events.replay_buffer,
+    onListenerError: (error) => app.log.error({ err: error }, 'event listener failed'),
+  });
+  const eventStream = new EventStreamHub({
+    bus: events,
+    heartbeatSec: initialConfig.config.events.heartbeat_sec,
+    maxBacklogBytes: options.maxEventBacklogBytes,
+    onDrop: (reason) => app.log.warn(reason),
+  });
+  const config = new ConfigService({
+    dataDir: options.dataDir, initial: initialConfig.config, initialText: initialConfig.text, events, log: app.log,
+    debounceMs: options.configDebounceMs,
+  });
+  config.addApplier({
+    apply(next) {
+      app.log.level = next.log.level;
+      events.resize(next.events.replay_buffer);
+      eventStream.setHeartbeat(next.events.heartbeat_sec);
+    },
+  });
+  app.decorate('netclamp', { config, events, eventStream });
+
   const db = openDatabase(options.dataDir);
   const store = new RulesStore(db);
   const meta = new MetaStore(db);
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
-  const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log });
+  const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events });
   const blocked = new BlockedTotal(options.engine, meta);
 
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
@@ -69,8 +118,13 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   }, options.counterFlushIntervalMs ?? COUNTER_FLUSH_INTERVAL_MS);
   flushTimer.unref();
 
+  // SSE streams never end by themselves; the HTTP server cannot close while they are open.
+  app.addHook('preClose', async () => {
+    eventStream.closeAll();
+  });
   app.addHook('onClose', async () => {
     clearInterval(flushTimer);
+    await config.close();
     await rules.close();
     try {
       await blocked.sample();
@@ -81,12 +135,22 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   });
 
   await rules.syncAll();
+  config.watch();
 
+  // Before any route: the OpenAPI document is generated from what this hook sees.
+  const catalog = new RouteCatalog();
+  app.addHook('onRoute', catalog.hook);
+
+  const version = options.version ?? VERSION;
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
   await api.register(statusRoutes, {
-    prefix: API_PREFIX, engine: options.engine, rules, blocked, version: options.version ?? VERSION, startedAt,
+    prefix: API_PREFIX, engine: options.engine, rules, blocked, version, startedAt,
   });
   await api.register(ruleRoutes, { prefix: API_PREFIX, rules, basePath: API_PREFIX });
+  await api.register(configRoutes, { prefix: API_PREFIX, config });
+  await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens });
+  await api.register(eventRoutes, { prefix: API_PREFIX, hub: eventStream });
+  await api.register(openApiRoutes, { prefix: API_PREFIX, catalog, version });
 };
 // What fastify-plugin does: run in the caller's context instead of an encapsulated child.
 (serviceApp as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true;
@@ -109,8 +173,8 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
   });
-  const { engine, dataDir, version, counterFlushIntervalMs } = options;
-  await app.register(serviceApp, { engine, dataDir, version, counterFlushIntervalMs });
+  const { engine, dataDir, version, counterFlushIntervalMs, maxEventBacklogBytes, configDebounceMs } = options;
+  await app.register(serviceApp, { engine, dataDir, version, counterFlushIntervalMs, maxEventBacklogBytes, configDebounceMs });
   await app.ready();
   return app as unknown as FastifyInstance;
 }

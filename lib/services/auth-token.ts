@@ -31,13 +31,24 @@ export function loadOrCreateToken(dataDir: string): string {
   return token;
 }
 
+/**
+ * POST /auth/rotate: a new token, written atomically (0600) before the verifier switches, so a failed
+ * write leaves the old token valid and a crash never leaves a file the service does not accept.
+ */
+export function rotateToken(dataDir: string, verifier: TokenVerifier): string {
+  const token = generateToken();
+  writeFileAtomic(path.join(dataDir, TOKEN_FILE), `${token}\n`, 0o600);
+  verifier.replace(token);
+  return token;
+}
+
 export class TokenVerifier {
   private digest: Buffer;
   constructor(token: string) {
     this.digest = sha256(token);
   }
 
-  /** For a later token rotation: the old token fails from the next request on. */
+  /** Token rotation: the old token fails from the next request on (requests are checked one by one). */
   replace(token: string): void {
     this.digest = sha256(token);
   }

@@ -6,7 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify } from 'smol-toml';
 import { Compile } from 'typebox/compile';
-import { ConfigSchema, DEFAULT_LISTEN, type Config, type ConfigInput } from '../schemas/config.js';
+import {
+  ConfigSchema, DEFAULT_HEARTBEAT_SEC, DEFAULT_LISTEN, DEFAULT_REPLAY_BUFFER, type Config, type ConfigInput,
+} from '../schemas/config.js';
 import { fieldErrorsFromSchemaIssues } from '../http/problem.js';
 import type { FieldError } from '../schemas/problem.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -24,7 +26,12 @@ export class ConfigError extends Error {
 }
 
 export function defaultConfig(): Config {
-  return { server: { listen: DEFAULT_LISTEN }, log: { level: 'info' } };
+  return {
+    server: { listen: DEFAULT_LISTEN },
+    log: { level: 'info' },
+    events: { heartbeat_sec: DEFAULT_HEARTBEAT_SEC, replay_buffer: DEFAULT_REPLAY_BUFFER },
+    license: { server_url: '' },
+  };
 }
 
 /** Validates a parsed document and fills defaults; throws ConfigError naming the fields. */
@@ -39,13 +46,47 @@ export function configFromDocument(document: unknown, source = CONFIG_FILE): Con
   } catch (error) {
     throw new ConfigError(source, [{ field: 'server.listen', message: (error as Error).message }]);
   }
+  const serverUrl = input.license?.server_url ?? '';
+  if (serverUrl !== '' && !isHttpUrl(serverUrl)) {
+    throw new ConfigError(source, [{ field: 'license.server_url', message: 'must be "" or an http(s) URL' }]);
+  }
   return {
     server: { listen },
     log: { level: input.log?.level ?? 'info' },
+    events: {
+      heartbeat_sec: input.events?.heartbeat_sec ?? DEFAULT_HEARTBEAT_SEC,
+      replay_buffer: input.events?.replay_buffer ?? DEFAULT_REPLAY_BUFFER,
+    },
+    license: { server_url: serverUrl },
   };
 }
 
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** Parses and validates the text of config.toml; throws ConfigError naming the fields. */
+export function configFromText(text: string, source = CONFIG_FILE): Config {
+  let document: unknown;
+  try {
+    document = parse(text);
+  } catch (error) {
+    throw new ConfigError(source, [{ field: '(toml)', message: (error as Error).message.split('\n')[0] ?? 'invalid TOML' }]);
+  }
+  return configFromDocument(document, source);
+}
+
 export function loadConfig(dataDir: string): Config {
+  return loadConfigFile(dataDir).config;
+}
+
+/** The config and the text it came from (the live config service compares later edits with it). */
+export function loadConfigFile(dataDir: string): { config: Config; text: string } {
   const file = path.join(dataDir, CONFIG_FILE);
   let text: string;
   try {
@@ -53,16 +94,11 @@ export function loadConfig(dataDir: string): Config {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     const config = defaultConfig();
-    writeFileAtomic(file, renderConfig(config), 0o600);
-    return config;
+    text = renderConfig(config);
+    writeFileAtomic(file, text, 0o600);
+    return { config, text };
   }
-  let document: unknown;
-  try {
-    document = parse(text);
-  } catch (error) {
-    throw new ConfigError(file, [{ field: '(toml)', message: (error as Error).message.split('\n')[0] ?? 'invalid TOML' }]);
-  }
-  return configFromDocument(document, file);
+  return { config: configFromText(text, file), text };
 }
 
 export function renderConfig(config: Config): string {

@@ -14,6 +14,7 @@ import { ProblemError } from '../http/problem.js';
 import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rule.js';
 import type { RulesStore, StoredRule } from '../store/rules-store.js';
 import type { AppPathWatcher } from './app-path-watcher.js';
+import type { EventBus } from './event-bus.js';
 
 /** Seconds a client should wait before retrying a write the engine could not take. */
 export const ENGINE_RETRY_AFTER_SECONDS = 5;
@@ -29,6 +30,8 @@ export interface RuleServiceOptions {
   store: RulesStore;
   watcher: AppPathWatcher;
   log: FastifyBaseLogger;
+  /** Where rule_sync_error goes; optional so the service can be used without a bus. */
+  events?: EventBus;
   now?: () => Date;
 }
 
@@ -85,6 +88,7 @@ export class RuleService {
   private readonly store: RulesStore;
   private readonly watcher: AppPathWatcher;
   private readonly log: FastifyBaseLogger;
+  private readonly events: EventBus | undefined;
   private readonly now: () => Date;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -94,6 +98,7 @@ export class RuleService {
     this.store = options.store;
     this.watcher = options.watcher;
     this.log = options.log;
+    this.events = options.events;
     this.now = options.now ?? (() => new Date());
   }
 
@@ -180,6 +185,7 @@ export class RuleService {
           if (isEngineDown(error)) throw this.engineDownProblem(error);
           const message = (error as Error).message;
           this.store.setSyncState(id, current.revision, 'ERROR', `removal failed: ${message}`);
+          this.announceSyncError(current, `removal failed: ${message}`);
           throw new ProblemError(500, `the engine could not remove rule ${id} (${message}); the rule is kept with sync_state ERROR`);
         }
       }
@@ -311,8 +317,10 @@ export class RuleService {
       } else {
         const message = error instanceof Error ? error.message : String(error);
         const code = error instanceof EngineError ? `${error.code}: ` : '';
-        outcome = { state: 'ERROR', error: `${code}${message}` };
+        const detail = `${code}${message}`;
+        outcome = { state: 'ERROR', error: detail };
         this.log.warn({ err: error, ruleId: rule.id }, 'engine rejected a rule');
+        this.announceSyncError(rule, detail);
       }
     }
     this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
@@ -328,7 +336,13 @@ export class RuleService {
     } catch (error) {
       if (isEngineDown(error)) throw error;
       this.store.setSyncState(rule.id, rule.revision, 'ERROR', `removal failed: ${(error as Error).message}`);
+      this.announceSyncError(rule, `removal failed: ${(error as Error).message}`);
     }
+  }
+
+  /** Every failed sync (not a missing app file: that is PENDING, waiting, not an error) is an event. */
+  private announceSyncError(rule: StoredRule, error: string): void {
+    this.events?.emit('rule_sync_error', { rule_id: String(rule.id), name: rule.name, sync_state: 'ERROR', error });
   }
 
   /**

@@ -29,10 +29,11 @@ test('a data dir the service creates is mode 0700', (t) => {
 
 test('config.toml: written with defaults on first start; invalid content names the field', (t) => {
   const dir = makeDataDir(t);
-  assert.deepEqual(loadConfig(dir), { server: { listen: '127.0.0.1:9845' }, log: { level: 'info' } });
+  const defaults = { events: { heartbeat_sec: 15, replay_buffer: 1000 }, license: { server_url: '' } };
+  assert.deepEqual(loadConfig(dir), { server: { listen: '127.0.0.1:9845' }, log: { level: 'info' }, ...defaults });
   assert.match(fs.readFileSync(path.join(dir, 'config.toml'), 'utf8'), /listen = "127.0.0.1:9845"/);
   fs.writeFileSync(path.join(dir, 'config.toml'), '[server]\nlisten = "127.0.0.1:5000"\n');
-  assert.deepEqual(loadConfig(dir), { server: { listen: '127.0.0.1:5000' }, log: { level: 'info' } });
+  assert.deepEqual(loadConfig(dir), { server: { listen: '127.0.0.1:5000' }, log: { level: 'info' }, ...defaults });
   for (const [content, field] of [
     ['[server]\nlisten = 5\n', 'server.listen'],
     ['[server]\nlisten = "nohost"\n', 'server.listen'],
