@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -77,6 +78,46 @@ struct Status {
   bool shaping = false;
   std::string state = "DOWN";  // OPEN, DOWN, RECOVERING, UNAVAILABLE
   std::string detail;          // empty when OPEN
+  uint64_t restarts = 0;       // Windows: BFE bounces survived (session reopened); Linux: always 0
+};
+
+// Another traffic shaper or filter found on the machine (contract: /status competing_shapers).
+struct CompetingShaper {
+  std::string name;
+  std::string detail;
+};
+
+// Something the data plane reports on its own (Windows: the driver's events; also engine_down /
+// engine_recovered when the WFP session is lost and reopened). Delivered on a backend thread.
+struct EngineEvent {
+  std::string type;  // "flow_established", "flow_deleted", "queue_overflow", "bfe_state", "engine_down", ...
+  uint32_t rule_id = 0;
+  uint64_t flow_id = 0;
+  uint64_t app_key = 0;
+  uint32_t pid = 0;
+  uint64_t value = 0;
+  uint64_t timestamp_100ns = 0;  // FILETIME epoch; 0 when unknown
+  uint32_t lost = 0;             // events the source dropped before this one
+  std::string detail;
+};
+using EventSink = std::function<void(const EngineEvent&)>;
+
+// One socket of the OS connection table, with its owning process.
+struct ConnectionInfo {
+  std::string protocol;  // "TCP" or "UDP"
+  std::string local_address;
+  uint16_t local_port = 0;
+  std::string remote_address;  // "" for UDP
+  uint16_t remote_port = 0;
+  std::string state;           // TCP state name; "" for UDP
+  uint32_t pid = 0;
+  std::string app_path;        // "" when the process image cannot be read
+};
+
+// Stable machine identifiers the service hashes into the HWID (contract: licensing).
+struct HwidInputs {
+  std::string machine_guid;  // Windows: HKLM\SOFTWARE\Microsoft\Cryptography\MachineGuid
+  std::string smbios_uuid;   // SMBIOS type 1 UUID, canonical lower-case text; "" when absent
 };
 
 // A structured error: `code` is a stable string (errno name, ENGINE_DOWN, BPF_LOAD, UNSUPPORTED...),
@@ -113,6 +154,12 @@ class Backend {
   virtual std::vector<InstalledRule> InstalledRules() = 0;
   virtual Counters ReadCounters() = 0;
   virtual ActivityCounters ReadActivity() = 0;
+  // Optional capabilities; the defaults suit a backend that has nothing to report.
+  virtual std::vector<CompetingShaper> CompetingShapers() { return {}; }
+  virtual std::vector<ConnectionInfo> Connections() { return {}; }
+  virtual HwidInputs ReadHwidInputs() { return {}; }
+  // Must be thread-safe (called on the JS thread while a call may run); an empty sink detaches.
+  virtual void SetEventSink(EventSink sink) { (void)sink; }
 };
 
 // Defined by the platform backend compiled in (see CMakeLists.txt).
