@@ -3,15 +3,21 @@
  * uninstall wiring, and the Visual Studio project's source list. The driver itself is compiled by
  * .github/workflows/windows.yml; this catches the mistakes that would only show up there (or at install).
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { access, readFile, readdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 
 // dist/test/driver/glue.test.js -> the repository root
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const driverDir = join(repoRoot, 'driver');
+
+const onCI = process.env.CI === 'true';
+const MINGW_CC = 'x86_64-w64-mingw32-gcc';
+// Debian installs mingw's kernel headers (ntddk.h, wdm.h) here; other distributions under the sysroot.
+const DDK_INCLUDE_CANDIDATES = ['/usr/share/mingw-w64/include/ddk', '/usr/x86_64-w64-mingw32/include/ddk'];
 
 const WFP_CALLOUTS_CLASS_GUID = '{57465043-616C-6C6F-7574-5F636C617373}';
 
@@ -85,6 +91,59 @@ function projectTargetName(project: string): string {
   assert.equal(new Set(names).size, 1, `the vcxproj sets conflicting TargetNames: ${names.join(', ')}`);
   return names[0]!;
 }
+
+function run(command: string, args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolvePromise) => {
+    execFile(command, args, { cwd: repoRoot, maxBuffer: 8 * 1024 * 1024, timeout: 120_000 }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+      resolvePromise({ code, output: `${stdout}${stderr}` });
+    });
+  });
+}
+
+async function firstExisting(paths: string[]): Promise<string | undefined> {
+  for (const path of paths) {
+    try {
+      await access(path);
+      return path;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+
+/** mingw-w64 is a build dependency here (pretest installs it); off CI its absence skips, on CI it fails. */
+function skipOrFail(t: TestContext, reason: string): void {
+  if (onCI) throw new Error(`${reason}, and CI=true forbids skipping`);
+  t.skip(reason);
+}
+
+describe('driver glue C sources', () => {
+  // mingw's real ntddk.h plus driver/src/wdk_stub_check.h (hand-written declarations of the WDF, NDIS 6 and
+  // FWPS names the glue uses). Catches C errors, typos and wrong call shapes here; the WDK build on the
+  // Windows runner remains the authority on the real headers.
+  test('pass a syntax check against ntddk.h and the WDK stub declarations, warnings as errors', async (t) => {
+    const compilerFound = (await run('sh', ['-c', `command -v ${MINGW_CC}`])).code === 0;
+    const ddkInclude = await firstExisting(DDK_INCLUDE_CANDIDATES);
+    if (!compilerFound || ddkInclude === undefined) {
+      skipOrFail(t, `needs ${MINGW_CC} and mingw's ddk headers (apt-get install mingw-w64)`);
+      return;
+    }
+    const sources = (await readdir(join(driverDir, 'src'))).filter((name) => name.endsWith('.c')).sort();
+    assert.ok(sources.length >= 3, `expected the glue sources, found ${sources.join(', ')}`);
+    for (const source of sources) {
+      const result = await run(MINGW_CC, [
+        '-std=gnu11', '-fsyntax-only', '-Wall', '-Wextra', '-Werror',
+        '-Wno-multichar', // pool tags are four-character constants, as WDK code writes them
+        '-Wno-unused-parameter', // WFP callback signatures are fixed
+        '-DNETCLAMP_WDK_STUB_CHECK', `-I${ddkInclude}`,
+        join('driver', 'src', source),
+      ]);
+      assert.equal(result.code, 0, `driver/src/${source} fails the syntax check:\n${result.output}`);
+    }
+  });
+});
 
 describe('driver INF', () => {
   test('is a WFP callout class INF with a catalog', async () => {
