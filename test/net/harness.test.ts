@@ -38,7 +38,9 @@ describe('network harness', privilegedSuite(), () => {
     const rtt = await pingRttMs(path.clientNs, path.serverAddress, 10);
     assert.equal(rtt.loss, 0, 'no ping may be lost');
     assert.ok(rtt.min >= 19.5, `RTT min ${rtt.min} ms must include both 10 ms delays`);
-    assert.ok(rtt.avg <= 24, `RTT avg ${rtt.avg} ms: the relay adds more than its delay`);
+    // The minimum, not the average: on a busy 2-core machine the average carries scheduling noise,
+    // while the fastest round trip still shows what the relay itself adds.
+    assert.ok(rtt.min <= 22, `RTT min ${rtt.min} ms: the relay adds more than its delay`);
   });
 
   test('a different delay gives a different RTT (the delay is the relay\'s, not an accident)', async (t) => {
@@ -47,7 +49,7 @@ describe('network harness', privilegedSuite(), () => {
     const path = await lab.relayPath({ oneWayDelayMs: 2 });
     const rtt = await pingRttMs(path.clientNs, path.serverAddress, 5);
     assert.equal(rtt.loss, 0);
-    assert.ok(rtt.min >= 3.5 && rtt.avg <= 8, `RTT ${rtt.min}/${rtt.avg} ms for 2 ms each way`);
+    assert.ok(rtt.min >= 3.5 && rtt.min <= 6, `RTT min ${rtt.min} ms for 2 ms each way`);
   });
 
   test(`relay carries at least ${RELAY_MIN_BYTES_PER_SEC} B/s each way`, async (t) => {
