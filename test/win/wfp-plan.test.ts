@@ -34,7 +34,8 @@ test('WFP rule planning: weights, keys, masks and filter sets', async (t) => {
   const build = await run('c++', [
     '-std=c++17', '-Wall', '-Wextra', '-Werror', '-O1', '-g', '-fsanitize=address,undefined',
     '-fno-sanitize-recover=all', '-o', binary,
-    'test/win/wfp_plan_test.cc', 'binding/src/win/wfp_plan.cc', 'binding/src/common/errors.cc',
+    'test/win/wfp_plan_test.cc', 'binding/src/win/wfp_plan.cc', 'binding/src/win/win_errors.cc',
+    'binding/src/win/smbios.cc', 'binding/src/common/errors.cc',
   ]);
   assert.equal(build.code, 0, `building the plan tests failed:\n${build.output}`);
   const result = await run(binary, []);

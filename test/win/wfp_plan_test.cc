@@ -6,7 +6,9 @@
 #include <set>
 #include <string>
 
+#include "../../binding/src/win/smbios.h"
 #include "../../binding/src/win/wfp_plan.h"
+#include "../../binding/src/win/win_errors.h"
 
 using namespace netclamp;
 using namespace netclamp::wfp;
@@ -252,7 +254,47 @@ static void TestPlans() {
   CHECK(PlanInfrastructure(false).size() == 4);
 }
 
+static void TestErrorsAndSmbios() {
+  using netclamp::win::ErrorCodeName;
+  CHECK(ErrorCodeName(2) == "ENOENT" && ErrorCodeName(5) == "EPERM");
+  CHECK(ErrorCodeName(1722) == "ENGINE_DOWN" && ErrorCodeName(0x80320010u) == "ENGINE_DOWN");
+  CHECK(ErrorCodeName(0x80320009u) == "FWP_E_ALREADY_EXISTS" && ErrorCodeName(0x8032002Fu) == "FWP_E_CONTEXT_INCOMPATIBLE_WITH_CALLOUT");
+  CHECK(ErrorCodeName(0x803200FFu) == "HRESULT_0x803200FF" && ErrorCodeName(1234) == "WIN32_1234");
+  CHECK(netclamp::win::IsSessionGone(1726) && netclamp::win::IsSessionGone(1753) && !netclamp::win::IsSessionGone(5));
+  BackendError e = netclamp::win::WinError(3, "FwpmGetAppIdFromFileName0", "resolving x");
+  CHECK(e.code() == "ENOENT" && e.err() == 3 && e.syscall() == "FwpmGetAppIdFromFileName0");
+
+  // RSMB blob: header (v3.4, length), a type 0 with a string, a type 1 with a UUID, end-of-table.
+  std::vector<uint8_t> raw = {0, 3, 4, 0, 0, 0, 0, 0};
+  std::vector<uint8_t> table = {0, 4, 0, 0, 'B', 'I', 'O', 'S', 0, 0};
+  std::vector<uint8_t> t1 = {1, 0x1b, 1, 0, 1, 2, 3, 4};
+  const uint8_t uuid[16] = {0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+  t1.insert(t1.end(), uuid, uuid + 16);
+  t1.push_back(6);
+  t1.push_back(0);
+  t1.push_back(0);
+  t1.push_back(0);
+  table.insert(table.end(), t1.begin(), t1.end());
+  std::vector<uint8_t> end = {127, 4, 2, 0, 0, 0};
+  table.insert(table.end(), end.begin(), end.end());
+  raw[4] = static_cast<uint8_t>(table.size());
+  raw.insert(raw.end(), table.begin(), table.end());
+  CHECK(netclamp::win::SmbiosSystemUuid(raw.data(), raw.size()) == "00112233-4455-6677-8899-aabbccddeeff");
+  raw[1] = 2;  // SMBIOS 2.4: big-endian fields
+  raw[2] = 4;
+  CHECK(netclamp::win::SmbiosSystemUuid(raw.data(), raw.size()) == "33221100-5544-7766-8899-aabbccddeeff");
+  // Every truncation is refused without reading past the end (ASan watches).
+  for (size_t n = 0; n < raw.size() - 8; n++) {
+    std::vector<uint8_t> cut(raw.begin(), raw.begin() + static_cast<long>(n));
+    (void)netclamp::win::SmbiosSystemUuid(cut.data(), cut.size());
+  }
+  std::vector<uint8_t> zeros = raw;
+  for (int i = 0; i < 16; i++) zeros[8 + 10 + 8 + i] = 0;
+  CHECK(netclamp::win::SmbiosSystemUuid(zeros.data(), zeros.size()) == "");
+}
+
 int main() {
+  TestErrorsAndSmbios();
   TestWeights();
   TestKeys();
   TestProviderData();

@@ -19,6 +19,14 @@ struct BackendHost {
   std::unique_ptr<Backend> backend;
 };
 
+// Carries backend events (from any thread) to the JS callback given to onEvent(). Unref'd, so an idle
+// subscription never keeps the process alive; released by the env cleanup hook.
+struct EventBridge {
+  std::mutex mu;
+  Napi::ThreadSafeFunction tsfn;
+  bool active = false;
+};
+
 Napi::Value MakeError(Napi::Env env, const BackendError& e) {
   Napi::Error error = Napi::Error::New(env, e.what());
   error.Set("code", Napi::String::New(env, e.code()));
@@ -179,6 +187,10 @@ class Engine : public Napi::ObjectWrap<Engine> {
                            InstanceMethod<&Engine::InstalledRules>("installedRules"),
                            InstanceMethod<&Engine::ReadCounters>("readCounters"),
                            InstanceMethod<&Engine::ReadActivity>("readActivity"),
+                           InstanceMethod<&Engine::CompetingShapers>("competingShapers"),
+                           InstanceMethod<&Engine::Connections>("connections"),
+                           InstanceMethod<&Engine::HwidInputs>("hwidInputs"),
+                           InstanceMethod<&Engine::OnEvent>("onEvent"),
                        });
   }
 
@@ -192,12 +204,24 @@ class Engine : public Napi::ObjectWrap<Engine> {
 
   ~Engine() override {
     napi_remove_env_cleanup_hook(env_, &Engine::OnEnvCleanup, host_.get());
+    ReleaseEvents();
     // Dropping the last reference to the host destroys the backend, which detaches (see backend dtor).
   }
 
  private:
+  void ReleaseEvents() {
+    if (!events_) return;
+    host_->backend->SetEventSink(nullptr);
+    std::lock_guard<std::mutex> lock(events_->mu);
+    if (events_->active) {
+      events_->active = false;
+      events_->tsfn.Release();
+    }
+  }
+
   static void OnEnvCleanup(void* arg) {
     auto* host = static_cast<BackendHost*>(arg);
+    host->backend->SetEventSink(nullptr);
     std::lock_guard<std::mutex> lock(host->mu);
     try {
       host->backend->Close();
@@ -246,7 +270,94 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("shaping", Napi::Boolean::New(env, s.shaping));
     o.Set("state", Napi::String::New(env, s.state));
     o.Set("detail", s.detail.empty() ? env.Null() : Napi::String::New(env, s.detail));
+    o.Set("restarts", Napi::Number::New(env, static_cast<double>(s.restarts)));
     return o;
+  }
+
+  Napi::Value CompetingShapers(const Napi::CallbackInfo& info) {
+    return Queue<std::vector<CompetingShaper>>(
+        info.Env(), [](Backend& b) { return b.CompetingShapers(); },
+        [](Napi::Env env, std::vector<CompetingShaper>& list) -> Napi::Value {
+          Napi::Array out = Napi::Array::New(env, list.size());
+          for (size_t i = 0; i < list.size(); i++) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("name", Napi::String::New(env, list[i].name));
+            o.Set("detail", Napi::String::New(env, list[i].detail));
+            out.Set(static_cast<uint32_t>(i), o);
+          }
+          return out;
+        });
+  }
+
+  Napi::Value Connections(const Napi::CallbackInfo& info) {
+    return Queue<std::vector<ConnectionInfo>>(
+        info.Env(), [](Backend& b) { return b.Connections(); },
+        [](Napi::Env env, std::vector<ConnectionInfo>& list) -> Napi::Value {
+          Napi::Array out = Napi::Array::New(env, list.size());
+          for (size_t i = 0; i < list.size(); i++) {
+            const ConnectionInfo& c = list[i];
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("protocol", Napi::String::New(env, c.protocol));
+            o.Set("localAddress", Napi::String::New(env, c.local_address));
+            o.Set("localPort", Napi::Number::New(env, c.local_port));
+            o.Set("remoteAddress", Napi::String::New(env, c.remote_address));
+            o.Set("remotePort", Napi::Number::New(env, c.remote_port));
+            o.Set("state", Napi::String::New(env, c.state));
+            o.Set("pid", Napi::Number::New(env, c.pid));
+            o.Set("appPath", Napi::String::New(env, c.app_path));
+            out.Set(static_cast<uint32_t>(i), o);
+          }
+          return out;
+        });
+  }
+
+  Napi::Value HwidInputs(const Napi::CallbackInfo& info) {
+    return Queue<netclamp::HwidInputs>(
+        info.Env(), [](Backend& b) { return b.ReadHwidInputs(); },
+        [](Napi::Env env, netclamp::HwidInputs& h) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("machineGuid", Napi::String::New(env, h.machine_guid));
+          o.Set("smbiosUuid", Napi::String::New(env, h.smbios_uuid));
+          return o;
+        });
+  }
+
+  // onEvent(callback): backend events (Windows: driver events, engine_down / engine_recovered) delivered
+  // on the JS thread. A second call replaces the callback. Backends without events never call it.
+  Napi::Value OnEvent(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "onEvent(callback): callback must be a function").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    ReleaseEvents();
+    events_ = std::make_shared<EventBridge>();
+    events_->tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "netclamp:events", 256, 1);
+    events_->tsfn.Unref(env);
+    events_->active = true;
+    std::shared_ptr<EventBridge> bridge = events_;
+    host_->backend->SetEventSink([bridge](const EngineEvent& event) {
+      std::lock_guard<std::mutex> lock(bridge->mu);
+      if (!bridge->active) return;
+      auto* copy = new EngineEvent(event);
+      napi_status status = bridge->tsfn.NonBlockingCall(copy, [](Napi::Env env, Napi::Function callback, EngineEvent* e) {
+        std::unique_ptr<EngineEvent> owned(e);
+        if (env == nullptr || callback.IsEmpty()) return;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("type", Napi::String::New(env, e->type));
+        o.Set("ruleId", Napi::Number::New(env, e->rule_id));
+        o.Set("flowId", Napi::String::New(env, std::to_string(e->flow_id)));  // 64-bit: exact as text
+        o.Set("appKey", Napi::String::New(env, Hex16(e->app_key)));
+        o.Set("pid", Napi::Number::New(env, e->pid));
+        o.Set("value", Napi::Number::New(env, static_cast<double>(e->value)));
+        o.Set("timestamp100ns", Napi::String::New(env, std::to_string(e->timestamp_100ns)));
+        o.Set("lost", Napi::Number::New(env, e->lost));
+        o.Set("detail", e->detail.empty() ? env.Null() : Napi::String::New(env, e->detail));
+        callback.Call({o});
+      });
+      if (status != napi_ok) delete copy;  // queue full or closing: dropped, as the driver ring would
+    });
+    return env.Undefined();
   }
 
   Napi::Value ApplyRule(const Napi::CallbackInfo& info) {
@@ -339,6 +450,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   }
 
   std::shared_ptr<BackendHost> host_;
+  std::shared_ptr<EventBridge> events_;
   napi_env env_ = nullptr;
 };
 
