@@ -81,10 +81,11 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
     debounceMs: options.configDebounceMs,
   });
   config.addApplier({
-    apply(next) {
+    apply(next, previous) {
       app.log.level = next.log.level;
       events.resize(next.events.replay_buffer);
-      eventStream.setHeartbeat(next.events.heartbeat_sec);
+      // Restarting the timer delays the next heartbeat, so only when the period really changed.
+      if (next.events.heartbeat_sec !== previous.events.heartbeat_sec) eventStream.setHeartbeat(next.events.heartbeat_sec);
     },
   });
   app.decorate('netclamp', { config, events, eventStream });
