@@ -149,7 +149,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   });
   await api.register(ruleRoutes, { prefix: API_PREFIX, rules, basePath: API_PREFIX });
   await api.register(configRoutes, { prefix: API_PREFIX, config });
-  await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens });
+  await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens, eventStream });
   await api.register(eventRoutes, { prefix: API_PREFIX, hub: eventStream });
   await api.register(openApiRoutes, { prefix: API_PREFIX, catalog, version });
 };

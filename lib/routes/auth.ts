@@ -1,10 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import { rotateToken, type TokenVerifier } from '../services/auth-token.js';
+import type { EventStreamHub } from '../services/event-stream.js';
 
 export interface AuthRouteOptions {
   dataDir: string;
   tokens: TokenVerifier;
+  /** Open SSE streams were authorised with the old token; they end with it. */
+  eventStream: EventStreamHub;
 }
 
 export const RotatedTokenSchema = Type.Object({ token: Type.String() });
@@ -14,7 +17,9 @@ const authRoutes: FastifyPluginAsyncTypebox<AuthRouteOptions> = async (app, opti
     schema: { summary: 'Replace the bearer token; the old one is refused from the next request on', response: { 200: RotatedTokenSchema } },
   }, async (_request, reply) => {
     reply.header('cache-control', 'no-store');
-    return { token: rotateToken(options.dataDir, options.tokens) };
+    const token = rotateToken(options.dataDir, options.tokens);
+    options.eventStream.endAll();
+    return { token };
   });
 };
 

@@ -93,14 +93,22 @@ export class EventStreamHub {
     client.unsubscribe = this.bus.subscribe((event) => { this.write(client, formatEvent(event)); });
   }
 
-  /** Ends every stream (service shutdown), so the HTTP server can close. */
-  closeAll(): void {
-    this.closed = true;
-    if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer);
+  /**
+   * Ends every open stream; clients may reconnect. Token rotation uses it: every open stream was
+   * authorised with the token that was just revoked.
+   */
+  endAll(): void {
     for (const client of [...this.clients]) {
       this.remove(client);
       client.response.end();
     }
+  }
+
+  /** Service shutdown: ends every stream, so the HTTP server can close, and accepts no new ones. */
+  closeAll(): void {
+    this.closed = true;
+    if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer);
+    this.endAll();
   }
 
   /** False when the client was dropped. */

@@ -2,7 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { AddressInfo } from 'node:net';
 import { assertProblem, startTestApp } from '../helpers/app.js';
+import { openSse } from '../helpers/sse.js';
 
 test('POST /auth/rotate: 200 with a new token, written 0600; the old token fails at once, the new one works', async (t) => {
   const { request, token: oldToken, dataDir } = await startTestApp(t);
@@ -55,4 +57,28 @@ test('GET /auth/rotate and unknown /auth routes are 404 problems', async (t) => 
   const { request } = await startTestApp(t);
   assertProblem(await request({ method: 'GET', url: '/api/v1/auth/rotate' }), 404);
   assertProblem(await request({ method: 'POST', url: '/api/v1/auth/nothing' }), 404);
+});
+
+test('rotation ends the SSE streams opened with the old token; a stream with the new token works', async (t) => {
+  const { app, request, token: oldToken } = await startTestApp(t);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}/api/v1/events`;
+  const before = await openSse(url, { authorization: `Bearer ${oldToken}` });
+  t.after(() => before.close());
+  assert.equal(before.status, 200);
+  await before.waitFor(() => app.netclamp.eventStream.clientCount === 1, 2000, 'stream attached');
+
+  const { token } = (await request({ method: 'POST', url: '/api/v1/auth/rotate' })).json() as { token: string };
+  await before.waitFor((c) => c.ended(), 2000, 'the old stream to end');
+  assert.equal(app.netclamp.eventStream.clientCount, 0);
+
+  const refused = await openSse(url, { authorization: `Bearer ${oldToken}` });
+  t.after(() => refused.close());
+  assert.equal(refused.status, 401);
+  const after = await openSse(url, { authorization: `Bearer ${token}` });
+  t.after(() => after.close());
+  assert.equal(after.status, 200);
+  app.netclamp.events.emit('license_changed', { used: 0, cap: 3 });
+  await after.waitFor((c) => c.events.length === 1, 2000, 'an event on the new stream');
 });
