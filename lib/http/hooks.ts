@@ -8,6 +8,7 @@ import {
   type SchemaValidationIssue,
 } from './problem.js';
 import { isLoopbackHost } from './host-check.js';
+import { engineProblem, isEngineError } from './engine-problem.js';
 import type { TokenVerifier } from '../services/auth-token.js';
 
 export function sendProblem(reply: FastifyReply, error: ProblemError): FastifyReply {
@@ -39,6 +40,11 @@ export function installProblemHandlers(app: FastifyInstance): void {
     if (error instanceof ProblemError) {
       if (error.status >= 500) request.log.error({ err: error }, 'request failed');
       return sendProblem(reply, error);
+    }
+    if (isEngineError(error)) {
+      const problem = engineProblem(error);
+      if (problem.status >= 500) request.log.error({ err: error }, 'engine failed');
+      return sendProblem(reply, problem);
     }
     const fastifyError = error as FastifyError;
     if (fastifyError.validation !== undefined) {
