@@ -22,7 +22,12 @@ import { EventStreamHub } from './services/event-stream.js';
 import { AppPathWatcher } from './services/app-path-watcher.js';
 import { RuleService } from './services/rule-service.js';
 import { BlockedTotal } from './services/blocked-total.js';
+import { ActivityService } from './services/activity-service.js';
+import { EngineSupervisor } from './services/engine-supervisor.js';
 import statusRoutes from './routes/status.js';
+import throughputRoutes from './routes/throughput.js';
+import connectionRoutes from './routes/connections.js';
+import appRoutes from './routes/apps.js';
 import ruleRoutes from './routes/rules.js';
 import configRoutes from './routes/config.js';
 import authRoutes from './routes/auth.js';
@@ -45,6 +50,13 @@ export interface AppOptions {
   maxEventBacklogBytes?: number;
   /** Debounce of config.toml change notifications. */
   configDebounceMs?: number;
+  /** Live-view sampling period (throughput ring, per-process rates); 0 = tests sample by hand. */
+  sampleIntervalMs?: number;
+  /** Clock of the live views, in epoch milliseconds (tests). */
+  now?: () => number;
+  /** How often the supervisor looks at the engine, and its re-open backoff. */
+  engineCheckIntervalMs?: number;
+  engineBackoffMs?: readonly number[];
 }
 
 /** What the rest of the process (server.ts, tests) may reach of a running service. */
@@ -52,6 +64,8 @@ export interface ServiceHandles {
   config: ConfigService;
   events: EventBus;
   eventStream: EventStreamHub;
+  activity: ActivityService;
+  supervisor: EngineSupervisor;
 }
 
 declare module 'fastify' {
@@ -88,7 +102,6 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
       if (next.events.heartbeat_sec !== previous.events.heartbeat_sec) eventStream.setHeartbeat(next.events.heartbeat_sec);
     },
   });
-  app.decorate('netclamp', { config, events, eventStream });
 
   const db = openDatabase(options.dataDir);
   const store = new RulesStore(db);
@@ -96,6 +109,25 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
   const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events });
   const blocked = new BlockedTotal(options.engine, meta);
+  const activity = new ActivityService({
+    engine: options.engine,
+    listRules: () => rules.list(),
+    now: options.now,
+    intervalMs: options.sampleIntervalMs,
+    onError: (error) => app.log.debug({ err: error }, 'live-view sample failed'),
+  });
+  const supervisor = new EngineSupervisor({
+    engine: options.engine,
+    events,
+    reapplyRules: async () => {
+      await rules.syncAll();
+      return rules.summary().activeRules;
+    },
+    checkIntervalMs: options.engineCheckIntervalMs,
+    backoffMs: options.engineBackoffMs,
+    onError: (error, attempt) => app.log.warn({ err: error, attempt }, 'engine re-open failed'),
+  });
+  app.decorate('netclamp', { config, events, eventStream, activity, supervisor });
 
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   // JSON only: a text/plain body is 415, not a string that fails validation. An empty JSON body (some
@@ -125,6 +157,8 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   });
   app.addHook('onClose', async () => {
     clearInterval(flushTimer);
+    activity.stop();
+    await supervisor.stop();
     await config.close();
     await rules.close();
     try {
@@ -145,8 +179,12 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const version = options.version ?? VERSION;
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
   await api.register(statusRoutes, {
-    prefix: API_PREFIX, engine: options.engine, rules, blocked, version, startedAt,
+    prefix: API_PREFIX, engine: options.engine, rules, blocked, version, startedAt, activity, supervisor,
+    onError: (error: unknown) => app.log.debug({ err: error }, 'a live /status figure failed'),
   });
+  await api.register(throughputRoutes, { prefix: API_PREFIX, activity });
+  await api.register(connectionRoutes, { prefix: API_PREFIX, activity });
+  await api.register(appRoutes, { prefix: API_PREFIX, activity });
   await api.register(ruleRoutes, { prefix: API_PREFIX, rules, basePath: API_PREFIX });
   await api.register(configRoutes, { prefix: API_PREFIX, config });
   await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens, eventStream });
@@ -174,8 +212,8 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
   });
-  const { engine, dataDir, version, counterFlushIntervalMs, maxEventBacklogBytes, configDebounceMs } = options;
-  await app.register(serviceApp, { engine, dataDir, version, counterFlushIntervalMs, maxEventBacklogBytes, configDebounceMs });
+  const { logger: _logger, logLevel: _logLevel, ...serviceOptions } = options;
+  await app.register(serviceApp, serviceOptions);
   await app.ready();
   return app as unknown as FastifyInstance;
 }

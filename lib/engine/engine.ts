@@ -84,6 +84,37 @@ export interface EngineStatus {
   state: EngineSessionState;
   /** Why the engine is not OPEN, when it is not. */
   detail: string | null;
+  /** Data-plane re-attaches survived (Windows: BFE bounces; Linux: re-opens after the links were lost). */
+  restarts?: number;
+}
+
+/** One socket of the OS connection table, with its owning process (contract: /connections). */
+export interface ConnectionEntry {
+  protocol: 'TCP' | 'UDP';
+  localAddress: string;
+  localPort: number;
+  /** '' for an unconnected UDP socket. */
+  remoteAddress: string;
+  remotePort: number;
+  /** TCP state name (ESTABLISHED, LISTEN, ...); '' for UDP. */
+  state: string;
+  /** 0 when no process holds the socket (e.g. TIME_WAIT). */
+  pid: number;
+  /** '' when the process image cannot be read. */
+  appPath: string;
+}
+
+/** Cumulative traffic per process since open(), from the data plane (for /apps). */
+export interface ProcessActivity {
+  pid: number;
+  bytesUp: number;
+  bytesDown: number;
+  blocked: number;
+}
+
+export interface CompetingShaper {
+  name: string;
+  detail: string;
 }
 
 export class EngineError extends Error {
@@ -105,6 +136,13 @@ export interface Engine {
   removeRule(id: number): Promise<void>;
   installedRules(): Promise<InstalledRule[]>;
   readCounters(): Promise<EngineCounters>;
+  // Optional live views; an engine without them reports nothing (empty lists).
+  /** Live sockets of the machine with their owners. */
+  connections?(): Promise<ConnectionEntry[]>;
+  /** Per-process traffic since open(). */
+  processActivity?(): Promise<ProcessActivity[]>;
+  /** Other traffic shapers or filters on the machine. */
+  competingShapers?(): Promise<CompetingShaper[]>;
 }
 
 /**

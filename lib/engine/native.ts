@@ -11,10 +11,13 @@ import {
   EngineError,
   fingerprintOf,
   type Engine,
+  type CompetingShaper,
+  type ConnectionEntry,
   type EngineCounters,
   type EngineRule,
   type EngineStatus,
   type InstalledRule,
+  type ProcessActivity,
 } from './engine.js';
 
 const require = createRequire(import.meta.url);
@@ -35,6 +38,8 @@ interface AddonEngine {
   installedRules(): Promise<InstalledRule[]>;
   readCounters(): Promise<EngineCounters>;
   readActivity(): Promise<ActivityCounters>;
+  competingShapers(): Promise<CompetingShaper[]>;
+  connections(): Promise<ConnectionEntry[]>;
 }
 
 interface Addon {
@@ -154,5 +159,18 @@ export class NativeEngine implements Engine {
   /** Not part of the Engine contract yet: per-executable and per-process traffic for /apps. */
   readActivity(): Promise<ActivityCounters> {
     return guarded(() => this.native.readActivity());
+  }
+
+  async processActivity(): Promise<ProcessActivity[]> {
+    const activity = await this.readActivity();
+    return activity.processes.map(({ pid, bytesUp, bytesDown, blocked }) => ({ pid, bytesUp, bytesDown, blocked }));
+  }
+
+  connections(): Promise<ConnectionEntry[]> {
+    return guarded(() => this.native.connections());
+  }
+
+  competingShapers(): Promise<CompetingShaper[]> {
+    return guarded(() => this.native.competingShapers());
   }
 }

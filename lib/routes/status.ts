@@ -3,6 +3,8 @@ import { StatusSchema, type Status } from '../schemas/status.js';
 import type { Engine } from '../engine/engine.js';
 import type { RuleService } from '../services/rule-service.js';
 import type { BlockedTotal } from '../services/blocked-total.js';
+import type { ActivityService } from '../services/activity-service.js';
+import type { EngineSupervisor } from '../services/engine-supervisor.js';
 
 export interface StatusRouteOptions {
   engine: Engine;
@@ -10,25 +12,34 @@ export interface StatusRouteOptions {
   blocked: BlockedTotal;
   version: string;
   startedAt: Date;
+  activity: ActivityService;
+  supervisor: EngineSupervisor;
+  onError: (error: unknown) => void;
 }
 
 const statusRoutes: FastifyPluginAsyncTypebox<StatusRouteOptions> = async (app, options) => {
   app.get('/status', { schema: { response: { 200: StatusSchema } } }, async (): Promise<Status> => {
     const engineStatus = options.engine.status();
-    const summary = options.rules.summary();
+    const { engine, activity, onError } = options;
+    // Each live figure is best-effort: /status must answer while the engine is down.
+    const [connections, apps, shapers] = await Promise.all([
+      activity.connections().catch((error: unknown) => { onError(error); return []; }),
+      activity.apps().catch((error: unknown) => { onError(error); return []; }),
+      (engine.competingShapers?.() ?? Promise.resolve([])).catch((error: unknown) => { onError(error); return []; }),
+    ]);
     return {
       version: options.version,
       platform: engineStatus.platform,
       wfp_active: engineStatus.filtering,
       kdrv_active: engineStatus.shaping,
-      active_rules: summary.activeRules,
-      monitored_apps: summary.monitoredApps,
-      active_connections: 0, // the connection table arrives with /connections
+      active_rules: options.rules.summary().activeRules,
+      monitored_apps: apps.length,
+      active_connections: connections.length,
       total_blocked: await options.blocked.sample(),
       uptime_since: options.startedAt.toISOString(),
-      competing_shapers: [],
+      competing_shapers: shapers.map(({ name, detail }) => ({ name, detail })),
       wfp_session_state: engineStatus.state,
-      bfe_restarts: 0, // Windows BFE bounces; the Linux engine has no equivalent yet
+      bfe_restarts: options.supervisor.restarts,
     };
   });
 };

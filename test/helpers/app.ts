@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { buildApp } from '../../lib/app.js';
+import { buildApp, type BuildAppOptions } from '../../lib/app.js';
 import { TOKEN_FILE } from '../../lib/services/auth-token.js';
 import { FakeEngine, openFakeEngine } from './fake-engine.js';
 
@@ -29,11 +29,15 @@ export function makeDataDir(t: TestContext): string {
 
 export async function startTestApp(
   t: TestContext,
-  options: { dataDir?: string; engine?: FakeEngine; counterFlushIntervalMs?: number } = {},
+  options: {
+    dataDir?: string; engine?: FakeEngine; counterFlushIntervalMs?: number;
+    /** Anything else buildApp takes (clocks, timer periods). */
+    appOptions?: Partial<BuildAppOptions>;
+  } = {},
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? makeDataDir(t);
   const engine = options.engine ?? await openFakeEngine();
-  const app = await buildApp({ engine, dataDir, counterFlushIntervalMs: options.counterFlushIntervalMs });
+  const app = await buildApp({ ...options.appOptions, engine, dataDir, counterFlushIntervalMs: options.counterFlushIntervalMs });
   const token = fs.readFileSync(path.join(dataDir, TOKEN_FILE), 'utf8').trim();
   let closed = false;
   const close = async (): Promise<void> => {

@@ -5,7 +5,8 @@
  */
 import fs from 'node:fs';
 import {
-  EngineError, fingerprintOf, type Engine, type EngineCounters, type EngineRule, type EngineSessionState,
+  EngineError, fingerprintOf, type CompetingShaper, type ConnectionEntry, type Engine, type EngineCounters,
+  type ProcessActivity, type EngineRule, type EngineSessionState,
   type EngineStatus, type InstalledRule, type RuleCounters,
 } from '../../lib/engine/engine.js';
 
@@ -21,12 +22,28 @@ export class FakeEngine implements Engine {
   applyFailure: { code: string; message: string } | null = null;
   /** When true, applyRule goes DOWN mid-call (the session dies during a write). */
   dieDuringApply = false;
+  /** Live views: what the "kernel" reports. */
+  connectionTable: ConnectionEntry[] = [];
+  readonly activity = new Map<number, ProcessActivity>();
+  shapers: CompetingShaper[] = [];
+  /** Totals of traffic no rule matched (the data plane counts all traffic). */
+  unmatched = { up: 0, down: 0 };
+  /** The next N open() calls fail (a data plane that cannot re-attach yet). */
+  openFailures = 0;
+  opens = 0;
 
   async open(): Promise<void> {
+    this.calls.push('open');
+    if (this.openFailures > 0) {
+      this.openFailures--;
+      throw new EngineError('BPF_ATTACH', 'fake engine cannot attach yet');
+    }
+    this.opens++;
     this.state = 'OPEN';
   }
 
   async close(): Promise<void> {
+    this.calls.push('close');
     this.state = 'DOWN';
     this.installed.clear();
   }
@@ -79,10 +96,24 @@ export class FakeEngine implements Engine {
     const rules = [...this.counters.values()].map((entry) => ({ ...entry }));
     return {
       rules,
-      bytesUp: rules.reduce((sum, entry) => sum + entry.bytesUp, 0),
-      bytesDown: rules.reduce((sum, entry) => sum + entry.bytesDown, 0),
+      bytesUp: rules.reduce((sum, entry) => sum + entry.bytesUp, this.unmatched.up),
+      bytesDown: rules.reduce((sum, entry) => sum + entry.bytesDown, this.unmatched.down),
       blocked: this.totalBlocked,
     };
+  }
+
+  async connections(): Promise<ConnectionEntry[]> {
+    this.requireOpen();
+    return this.connectionTable.map((entry) => ({ ...entry }));
+  }
+
+  async processActivity(): Promise<ProcessActivity[]> {
+    this.requireOpen();
+    return [...this.activity.values()].map((entry) => ({ ...entry }));
+  }
+
+  async competingShapers(): Promise<CompetingShaper[]> {
+    return this.shapers.map((entry) => ({ ...entry }));
   }
 
   // ---- test controls -----------------------------------------------------------------------------

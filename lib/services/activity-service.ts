@@ -1,0 +1,240 @@
+/**
+ * The live views: once a second it reads the engine's totals (into the throughput ring) and its
+ * per-process counters (kept as the last two readings, so a rate is the difference of two samples);
+ * on request it joins those with the kernel's socket table and the rules into /apps and /connections.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ConnectionEntry, Engine, ProcessActivity } from '../engine/engine.js';
+import type { Rule } from '../schemas/rule.js';
+import { ThroughputRing, type ThroughputSample } from './throughput-ring.js';
+
+export interface ActivityServiceOptions {
+  engine: Engine;
+  /** Enabled and disabled rules as /rules presents them. */
+  listRules: () => Promise<Rule[]>;
+  /** Milliseconds since the epoch; tests drive a fake clock. */
+  now?: () => number;
+  /** 0 = no timer (tests call `sample()` themselves). */
+  intervalMs?: number;
+  onError?: (error: unknown) => void;
+}
+
+export interface AppEntry {
+  pid: number;
+  name: string;
+  path: string;
+  bytes_up: number;
+  bytes_down: number;
+  rate_up: number;
+  rate_down: number;
+  connections: number;
+  rule_id: string | null;
+  blocked: boolean;
+}
+
+export interface ConnectionView {
+  protocol: string;
+  local_address: string;
+  local_port: number;
+  remote_address: string;
+  remote_port: number;
+  state: string;
+  pid: number;
+  app_path: string;
+}
+
+export interface AppDetail extends AppEntry {
+  connection_list: ConnectionView[];
+  rules: Rule[];
+  quotas: unknown[];
+}
+
+interface ActivityReading {
+  atMs: number;
+  byPid: Map<number, ProcessActivity>;
+}
+
+const ACTION_RANK: Record<string, number> = { BLOCK: 0, LIMIT: 1, ALLOW: 2 };
+
+/** Does `rule` name the executable at `appPath`? (Global rules, app_path '', govern no app in particular.) */
+export function ruleMatchesApp(rule: Rule, appPath: string): boolean {
+  if (rule.app_path === '' || appPath === '') return false;
+  switch (rule.match_mode) {
+    case 'FILENAME':
+      return path.basename(rule.app_path) === path.basename(appPath);
+    case 'DIRECTORY': {
+      const dir = rule.app_path.endsWith('/') || rule.app_path.endsWith('\\') ? rule.app_path : rule.app_path + path.sep;
+      return appPath.startsWith(dir);
+    }
+    default:
+      return rule.app_path === appPath;
+  }
+}
+
+/** The contract's order: highest priority first; on a tie BLOCK, then LIMIT, then ALLOW; then lowest id. */
+export function governingRule(rules: Rule[]): Rule | null {
+  const sorted = [...rules].sort((a, b) => b.priority - a.priority
+    || (ACTION_RANK[a.action] ?? 3) - (ACTION_RANK[b.action] ?? 3)
+    || Number(a.id) - Number(b.id));
+  return sorted[0] ?? null;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function readProcessIdentity(pid: number, fallbackPath: string): { name: string; path: string } {
+  let exe = fallbackPath;
+  let name = '';
+  if (process.platform === 'linux') {
+    try {
+      exe = fs.readlinkSync(`/proc/${pid}/exe`);
+    } catch {
+      // kernel threads and other users' processes without ptrace access have no readable exe
+    }
+    try {
+      name = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      // gone between the listing and now
+    }
+  }
+  if (name === '' && exe !== '') name = path.basename(exe);
+  return { name, path: exe };
+}
+
+export class ActivityService {
+  readonly throughput = new ThroughputRing();
+  private readonly engine: Engine;
+  private readonly listRules: () => Promise<Rule[]>;
+  private readonly now: () => number;
+  private readonly onError: (error: unknown) => void;
+  private readonly timer: NodeJS.Timeout | null;
+  private latest: ActivityReading | null = null;
+  private previous: ActivityReading | null = null;
+  private sampling = false;
+
+  constructor(options: ActivityServiceOptions) {
+    this.engine = options.engine;
+    this.listRules = options.listRules;
+    this.now = options.now ?? Date.now;
+    this.onError = options.onError ?? (() => {});
+    const intervalMs = options.intervalMs ?? 1000;
+    this.timer = intervalMs > 0 ? setInterval(() => void this.sample(), intervalMs) : null;
+    this.timer?.unref();
+  }
+
+  /** One reading of totals and per-process counters; an engine that is down leaves zeros. */
+  async sample(): Promise<void> {
+    if (this.sampling) return; // a slow kernel read must not pile readings up
+    this.sampling = true;
+    try {
+      const atMs = this.now();
+      if (this.engine.status().state !== 'OPEN') {
+        this.throughput.resetBaseline();
+        return;
+      }
+      const counters = await this.engine.readCounters();
+      this.throughput.record(counters.bytesUp, counters.bytesDown, atMs);
+      if (this.engine.processActivity !== undefined) {
+        const processes = await this.engine.processActivity();
+        this.previous = this.latest;
+        this.latest = { atMs, byPid: new Map(processes.map((entry) => [entry.pid, entry])) };
+      }
+    } catch (error) {
+      this.throughput.resetBaseline();
+      this.onError(error);
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  throughputWindow(count: number): ThroughputSample[] {
+    return this.throughput.window(count, this.now());
+  }
+
+  async connections(): Promise<ConnectionView[]> {
+    if (this.engine.connections === undefined || this.engine.status().state === 'UNAVAILABLE') return [];
+    const entries: ConnectionEntry[] = await this.engine.connections();
+    return entries.map((entry) => ({
+      protocol: entry.protocol,
+      local_address: entry.localAddress,
+      local_port: entry.localPort,
+      remote_address: entry.remoteAddress,
+      remote_port: entry.remotePort,
+      state: entry.state,
+      pid: entry.pid,
+      app_path: entry.appPath,
+    }));
+  }
+
+  /** One entry per running process that has moved bytes through the data plane or holds a socket. */
+  async apps(): Promise<AppEntry[]> {
+    const { apps } = await this.collect();
+    return apps;
+  }
+
+  async app(pid: number): Promise<AppDetail | null> {
+    const { apps, connections, rules } = await this.collect();
+    const entry = apps.find((candidate) => candidate.pid === pid);
+    if (entry === undefined) return null;
+    return {
+      ...entry,
+      connection_list: connections.filter((connection) => connection.pid === pid),
+      rules: rules.filter((rule) => ruleMatchesApp(rule, entry.path)),
+      quotas: [], // quotas arrive with their own issue
+    };
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+  }
+
+  private async collect(): Promise<{ apps: AppEntry[]; connections: ConnectionView[]; rules: Rule[] }> {
+    const [connections, rules] = await Promise.all([
+      this.connections().catch((error: unknown) => {
+        this.onError(error);
+        return [] as ConnectionView[];
+      }),
+      this.listRules(),
+    ]);
+    const enabled = rules.filter((rule) => rule.enabled);
+    const socketsByPid = new Map<number, { count: number; appPath: string }>();
+    for (const connection of connections) {
+      if (connection.pid <= 0) continue;
+      const entry = socketsByPid.get(connection.pid) ?? { count: 0, appPath: connection.app_path };
+      entry.count++;
+      socketsByPid.set(connection.pid, entry);
+    }
+    const pids = new Set<number>([...socketsByPid.keys(), ...(this.latest?.byPid.keys() ?? [])]);
+    const apps: AppEntry[] = [];
+    for (const pid of [...pids].sort((a, b) => a - b)) {
+      if (!processAlive(pid)) continue;
+      const identity = readProcessIdentity(pid, socketsByPid.get(pid)?.appPath ?? '');
+      const latest = this.latest?.byPid.get(pid);
+      const earlier = this.previous?.byPid.get(pid);
+      const seconds = this.latest !== null && this.previous !== null ? (this.latest.atMs - this.previous.atMs) / 1000 : 0;
+      const rate = (now: number | undefined, before: number | undefined): number =>
+        seconds > 0 && now !== undefined ? Math.max(0, Math.round((now - (before ?? 0)) / seconds)) : 0;
+      const governing = governingRule(enabled.filter((rule) => ruleMatchesApp(rule, identity.path)));
+      apps.push({
+        pid,
+        name: identity.name,
+        path: identity.path,
+        bytes_up: latest?.bytesUp ?? 0,
+        bytes_down: latest?.bytesDown ?? 0,
+        rate_up: rate(latest?.bytesUp, earlier?.bytesUp),
+        rate_down: rate(latest?.bytesDown, earlier?.bytesDown),
+        connections: socketsByPid.get(pid)?.count ?? 0,
+        rule_id: governing?.id ?? null,
+        blocked: governing?.action === 'BLOCK',
+      });
+    }
+    return { apps, connections, rules };
+  }
+}
