@@ -24,7 +24,7 @@ test('GET /status reports the engine, the rules and the service', async (t) => {
   assert.equal(status.kdrv_active, true);
   assert.equal(status.wfp_session_state, 'OPEN');
   assert.equal(status.active_rules, 1, 'enabled and synced only');
-  assert.equal(status.monitored_apps, 2, 'distinct app paths of enabled rules');
+  assert.equal(status.monitored_apps, 0, 'processes in /apps: the fake engine reports none (see test/routes/apps.test.ts)');
   assert.equal(status.active_connections, 0);
   assert.equal(status.total_blocked, 7);
   assert.deepEqual(status.competing_shapers, []);
