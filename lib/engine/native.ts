@@ -19,6 +19,7 @@ import {
   type InstalledRule,
   type ProcessActivity,
 } from './engine.js';
+import { linuxCompetingShapers } from '../services/competing-shapers.js';
 
 const require = createRequire(import.meta.url);
 
@@ -170,7 +171,9 @@ export class NativeEngine implements Engine {
     return guarded(() => this.native.connections());
   }
 
-  competingShapers(): Promise<CompetingShaper[]> {
-    return guarded(() => this.native.competingShapers());
+  /** Windows: the addon looks (WFP callouts, NDIS LWFs); Linux: qdiscs, cgroup programs, processes. */
+  async competingShapers(): Promise<CompetingShaper[]> {
+    const fromAddon = await guarded(() => this.native.competingShapers());
+    return process.platform === 'linux' ? [...fromAddon, ...await linuxCompetingShapers()] : fromAddon;
   }
 }

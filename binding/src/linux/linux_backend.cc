@@ -31,6 +31,7 @@
 #include "../common/backend.h"
 #include "netclamp.skel.h"
 #include "netclamp_shared.h"
+#include "socket_table.h"
 
 // nc_app_key lives in the global namespace (shared C header): its operators must too, for ADL.
 static bool operator<(const nc_app_key& a, const nc_app_key& b) {
@@ -211,6 +212,16 @@ class LinuxBackend : public Backend {
       if (!link) Fail(errno, "BPF_ATTACH", std::string("cannot attach ") + bpf_program__name(prog) + " at " + cgroup);
       links_.push_back(link);
     }
+    {
+      // status() watches these from the JS thread; it gets its own copy of the fds under the lock.
+      std::lock_guard<std::mutex> lock(status_mu_);
+      link_fds_.clear();
+      link_names_.clear();
+      for (size_t i = 0; i < links_.size(); i++) {
+        link_fds_.push_back(bpf_link__fd(links_[i]));
+        link_names_.push_back(bpf_program__name(cgroup_programs[i]));
+      }
+    }
     TagExistingSockets();
 
     free_slots_.clear();
@@ -218,15 +229,41 @@ class LinuxBackend : public Backend {
     rules_.clear();
     list_keys_.clear();
     WriteLists(BuildLists(rules_));
+    {
+      std::lock_guard<std::mutex> lock(status_mu_);
+      // Attached again after the data plane was lost: that is a restart (/status bfe_restarts).
+      if (lost_) status_.restarts++;
+      lost_ = false;
+    }
     SetStatus(true, true, "OPEN", "");
   }
 
   void Close() override { Detach("engine closed"); }
 
+  // Also the loss detector: a cgroup link someone detached (bpftool link detach, BPF_LINK_DETACH)
+  // still has its fd but reports no cgroup. Eight BPF_OBJ_GET_INFO_BY_FD calls: cheap enough for every call.
   Status GetStatus() override {
     std::lock_guard<std::mutex> lock(status_mu_);
+    if (status_.state == "OPEN") {
+      for (size_t i = 0; i < link_fds_.size(); i++) {
+        bpf_link_info info = {};
+        uint32_t length = sizeof info;
+        int err = bpf_obj_get_info_by_fd(link_fds_[i], &info, &length);
+        bool detached = err != 0 || (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == 0);
+        if (!detached) continue;
+        lost_ = true;
+        status_.filtering = false;
+        status_.shaping = false;
+        status_.state = "DOWN";
+        status_.detail = "the data plane was detached from outside (program " + link_names_[i] +
+                         " no longer attached to the cgroup root); re-attaching";
+        break;
+      }
+    }
     return status_;
   }
+
+  std::vector<ConnectionInfo> Connections() override { return sockets_.Read(); }
 
   void ApplyRule(const RuleSpec& spec) override {
     RequireOpen();
@@ -424,6 +461,9 @@ class LinuxBackend : public Backend {
 
   void RequireOpen() {
     if (!skel_) throw BackendError("ENGINE_DOWN", "the engine is not open");
+    // Loaded but detached from outside: writes would go to tables nothing reads.
+    Status current = GetStatus();
+    if (current.state != "OPEN") throw BackendError("ENGINE_DOWN", "the engine is " + current.state + ": " + current.detail);
   }
 
   void SetStatus(bool filtering, bool shaping, const std::string& state, const std::string& detail) {
@@ -435,6 +475,11 @@ class LinuxBackend : public Backend {
   }
 
   void Detach(const std::string& why) {
+    {
+      std::lock_guard<std::mutex> lock(status_mu_);
+      link_fds_.clear();
+      link_names_.clear();
+    }
     for (bpf_link* link : links_) bpf_link__destroy(link);
     links_.clear();
     if (skel_) netclamp_bpf__destroy(skel_);
@@ -578,6 +623,11 @@ class LinuxBackend : public Backend {
   Status status_;
   netclamp_bpf* skel_ = nullptr;
   std::vector<bpf_link*> links_;
+  // Guarded by status_mu_: what GetStatus() checks, and whether the links were lost since the last Open().
+  std::vector<int> link_fds_;
+  std::vector<std::string> link_names_;
+  bool lost_ = false;
+  SocketTable sockets_;
   int cgroup_fd_ = -1;
   std::map<uint32_t, Installed> rules_;
   std::deque<uint32_t> free_slots_;
