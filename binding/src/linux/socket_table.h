@@ -2,7 +2,7 @@
 // IPv4 and IPv6 in the caller's network namespace, each socket's owner found by its inode in /proc/*/fd.
 //
 // The inode -> pid map is cached: a full /proc walk happens only when the dump holds an inode the cache
-// does not know (a new socket), and at most once per kRescanIntervalMs, so calling this every second with
+// does not know (a new socket), and at most once per kRescanIntervalMs (a socket newer than that may show pid 0 until the next call), so calling this every second with
 // thousands of long-lived sockets costs four netlink dumps and no /proc walk.
 #pragma once
 
@@ -20,6 +20,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "../common/backend.h"
@@ -56,11 +57,19 @@ class SocketTable {
     }
 
     bool unknown = false;
-    for (const Raw& r : raw) unknown |= r.inode != 0 && owners_.find(r.inode) == owners_.end();
+    for (const Raw& r : raw) {
+      unknown |= r.inode != 0 && owners_.find(r.inode) == owners_.end() && ownerless_.find(r.inode) == ownerless_.end();
+    }
     auto now = std::chrono::steady_clock::now();
     if ((unknown && now - last_scan_ >= std::chrono::milliseconds(kRescanIntervalMs)) || last_scan_.time_since_epoch().count() == 0) {
       ScanProc();
       last_scan_ = now;
+      // Sockets no process holds (kernel sockets, fds of processes that are gone) would otherwise force a
+      // walk on every call.
+      ownerless_.clear();
+      for (const Raw& r : raw) {
+        if (r.inode != 0 && owners_.find(r.inode) == owners_.end()) ownerless_.insert(r.inode);
+      }
     }
 
     std::vector<ConnectionInfo> out;
@@ -77,7 +86,7 @@ class SocketTable {
   }
 
  private:
-  static constexpr int kRescanIntervalMs = 500;
+  static constexpr int kRescanIntervalMs = 200;
 
   template <typename Visit>
   void Dump(uint8_t family, uint8_t protocol, Visit visit) {
@@ -183,6 +192,7 @@ class SocketTable {
 
   std::unordered_map<uint32_t, uint32_t> owners_;
   std::unordered_map<uint32_t, std::string> exe_;
+  std::unordered_set<uint32_t> ownerless_;
   std::chrono::steady_clock::time_point last_scan_{};
 };
 
