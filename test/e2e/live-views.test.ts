@@ -1,0 +1,116 @@
+/**
+ * The live views against the real data plane: /throughput totals agree with a download's size within 2%,
+ * a running download shows in /connections (pid, app path) and /apps (bytes, rate), and /status counts.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { privilegedSuite } from '../helpers/privileged.js';
+import { copyExecutable } from '../net/iperf.js';
+import { sleep } from '../net/exec.js';
+import { NetClampService, eventually } from './service.js';
+import { timedRun } from './http-fixture.js';
+
+const CURL = '/usr/bin/curl';
+const DOWNLOAD_BYTES = 64 * 1024 * 1024;
+
+interface Throughput { window: number; samples: Array<{ ts: string; up_bytes: number; down_bytes: number }> }
+
+/** `/bytes` sends DOWNLOAD_BYTES; `/slow` trickles 64 KiB every 100 ms until the client leaves. */
+async function startServer(t: { after: (fn: () => Promise<void> | void) => void }): Promise<string> {
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  const server = createServer((request, response) => {
+    if (request.url === '/bytes') {
+      response.writeHead(200, { 'content-length': String(DOWNLOAD_BYTES) });
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < DOWNLOAD_BYTES) {
+          sent += chunk.length;
+          if (!response.write(chunk)) return;
+        }
+        response.end();
+      };
+      response.on('drain', pump);
+      pump();
+      return;
+    }
+    response.writeHead(200);
+    const timer = setInterval(() => response.write(chunk), 100);
+    response.on('close', () => clearInterval(timer));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  }));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('live views (e2e)', privilegedSuite(), () => {
+  test('/throughput totals over a download agree with its size within 2%', async (t) => {
+    const service = await NetClampService.start();
+    t.after(() => service.dispose());
+    const base = await startServer(t);
+    await sleep(2000); // the sampler's baseline, and a quiet second before the transfer
+    const started = Date.now();
+    const download = await timedRun(CURL, ['-sS', '-o', '/dev/null', '--max-time', '60', `${base}/bytes`], 70_000);
+    assert.equal(download.code, 0, download.stderr);
+    await sleep(2500); // the last second of the transfer is sampled
+    const window = Math.ceil((Date.now() - started) / 1000) + 2;
+    const body = await service.expect<Throughput>(200, 'GET', `/throughput?window=${window}`);
+    assert.equal(body.samples.length, window);
+    const down = body.samples.reduce((sum, sample) => sum + sample.down_bytes, 0);
+    const up = body.samples.reduce((sum, sample) => sum + sample.up_bytes, 0);
+    t.diagnostic(`transferred ${DOWNLOAD_BYTES} B; /throughput down ${down} B (${(100 * down / DOWNLOAD_BYTES).toFixed(2)}%), up ${up} B`);
+    // Loopback: curl receives the body (down) and this process's server sends it (up).
+    assert.ok(Math.abs(down - DOWNLOAD_BYTES) <= 0.02 * DOWNLOAD_BYTES, `down ${down} vs ${DOWNLOAD_BYTES}`);
+    assert.ok(Math.abs(up - DOWNLOAD_BYTES) <= 0.02 * DOWNLOAD_BYTES, `up ${up} vs ${DOWNLOAD_BYTES}`);
+    assert.ok(body.samples.slice(0, 1).every((sample) => sample.down_bytes < 0.01 * DOWNLOAD_BYTES), 'the quiet second before is not quiet');
+  });
+
+  test('a running download shows in /connections and /apps, and in the /status counts', async (t) => {
+    const service = await NetClampService.start();
+    t.after(() => service.dispose());
+    const base = await startServer(t);
+    const app = copyExecutable(CURL);
+    t.after(() => app.remove());
+    const curl = spawn(app.path, ['-sS', '-o', '/dev/null', '--max-time', '30', `${base}/slow`], { stdio: 'ignore' });
+    t.after(() => {
+      if (curl.exitCode === null && curl.signalCode === null) curl.kill('SIGKILL');
+    });
+    const pid = curl.pid!;
+    const port = Number(new URL(base).port);
+
+    const connections = await eventually(async () => {
+      const list = await service.expect<Array<Record<string, unknown>>>(200, 'GET', '/connections');
+      return list.some((c) => c.pid === pid) ? list : null;
+    }, 3000);
+    assert.ok(connections, 'the download is not in /connections');
+    const mine = connections.find((c) => c.pid === pid)!;
+    assert.deepEqual(
+      { protocol: mine.protocol, remote_address: mine.remote_address, remote_port: mine.remote_port, state: mine.state, app_path: mine.app_path },
+      { protocol: 'TCP', remote_address: '127.0.0.1', remote_port: port, state: 'ESTABLISHED', app_path: app.path },
+    );
+
+    await sleep(2500);
+    const apps = await service.expect<Array<Record<string, unknown>>>(200, 'GET', '/apps');
+    const entry = apps.find((a) => a.pid === pid);
+    assert.ok(entry, `curl ${pid} is not in /apps`);
+    assert.equal(entry.path, app.path);
+    assert.ok(Number(entry.bytes_down) >= 2 * 640 * 1024 * 0.8, `bytes_down ${entry.bytes_down} after ~3 s at 640 KiB/s`);
+    assert.ok(Number(entry.rate_down) > 300 * 1024 && Number(entry.rate_down) < 1300 * 1024, `rate_down ${entry.rate_down}, sent at 640 KiB/s`);
+    assert.equal(entry.connections, 1);
+    const detail = await service.expect<Record<string, unknown>>(200, 'GET', `/apps/${pid}`);
+    assert.equal((detail.connection_list as unknown[]).length, 1);
+
+    const status = await service.status();
+    assert.ok(Number(status.active_connections) >= 2, 'both ends of the download at least');
+    assert.ok(Number(status.monitored_apps) >= 2, 'curl and this test process at least');
+
+    curl.kill('SIGKILL');
+    await eventually(async () => (await service.request('GET', `/apps/${pid}`)).status === 404, 3000);
+    assert.equal((await service.request('GET', `/apps/${pid}`)).status, 404, 'an exited process is still listed');
+  });
+});
