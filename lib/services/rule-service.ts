@@ -25,6 +25,12 @@ interface SyncOutcome {
   error: string | null;
 }
 
+/** What a group write does to the group's own rows: inside the rules' transaction, and to undo it. */
+export interface GroupWriteHooks<T> {
+  persist(ruleIds: T): void;
+  undo(): void;
+}
+
 export interface RuleServiceOptions {
   engine: Engine;
   store: RulesStore;
@@ -226,6 +232,65 @@ export class RuleService {
     });
   }
 
+  /**
+   * Replaces every rule of group `groupId` by `drafts` (owned by the group, so read-only through /rules).
+   * One DB transaction deletes the old rows, inserts the new ones and runs `hooks.persist` (the group's own
+   * rows); then the engine gets the new rules before it loses the old ones, so nothing goes unfiltered in
+   * between. ENGINE_DOWN at any point undoes the DB change (`hooks.undo`, in the undo transaction) and is a
+   * 503: a failed install changes nothing. Other engine errors are the rules' sync states, as for /rules.
+   */
+  replaceGroupRules(groupId: string, drafts: readonly RuleDraft[], hooks: GroupWriteHooks<number[]>): Promise<number[]> {
+    return this.exclusive(async () => {
+      const previous = this.store.listByGroup(groupId);
+      if (previous.some((rule) => rule.enabled) || drafts.some((draft) => draft.enabled)) this.requireEngine();
+      const now = this.timestamp();
+      const inserted = this.store.transaction(() => {
+        for (const rule of previous) this.store.delete(rule.id);
+        const rows = drafts.map((draft) => this.store.insert(draft, draft.enabled ? 'PENDING' : 'DISABLED', now, groupId));
+        hooks.persist(rows.map((row) => row.id));
+        return rows;
+      });
+      try {
+        for (const rule of inserted) {
+          if (rule.enabled) await this.applyEnabled(rule, true);
+        }
+        for (const rule of previous) await this.removeFromEngine(rule);
+      } catch (error) {
+        this.store.transaction(() => {
+          for (const rule of inserted) this.store.delete(rule.id);
+          for (const rule of previous) this.store.restore(rule);
+          hooks.undo();
+        });
+        for (const rule of inserted) this.watcher.unwatch(rule.id);
+        await this.reinstate(previous, inserted);
+        throw this.engineDownProblem(error);
+      }
+      return inserted.map((rule) => rule.id);
+    });
+  }
+
+  /** Deletes every rule of group `groupId`, with `hooks` as in `replaceGroupRules`. */
+  removeGroupRules(groupId: string, hooks: GroupWriteHooks<void>): Promise<void> {
+    return this.exclusive(async () => {
+      const previous = this.store.listByGroup(groupId);
+      if (previous.some((rule) => rule.enabled)) this.requireEngine();
+      this.store.transaction(() => {
+        for (const rule of previous) this.store.delete(rule.id);
+        hooks.persist(undefined);
+      });
+      try {
+        for (const rule of previous) await this.removeFromEngine(rule);
+      } catch (error) {
+        this.store.transaction(() => {
+          for (const rule of previous) this.store.restore(rule);
+          hooks.undo();
+        });
+        await this.reinstate(previous, []);
+        throw this.engineDownProblem(error);
+      }
+    });
+  }
+
   /** Start-up: put every enabled rule into the (fresh) engine, and sweep what no rule owns. */
   syncAll(): Promise<void> {
     return this.exclusive(async () => {
@@ -326,6 +391,35 @@ export class RuleService {
     this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
     this.updateWatch({ ...rule, sync_state: outcome.state });
     return outcome;
+  }
+
+  /**
+   * Takes a deleted rule out of the engine. Throws only ENGINE_DOWN; anything else leaves an orphan in
+   * the kernel that reconcile sweeps, which is logged rather than failing a write the database has done.
+   */
+  private async removeFromEngine(rule: StoredRule): Promise<void> {
+    this.watcher.unwatch(rule.id);
+    if (!rule.enabled) return;
+    try {
+      await this.engine.removeRule(rule.id);
+    } catch (error) {
+      if (isEngineDown(error)) throw error;
+      this.log.warn({ err: error, ruleId: rule.id }, 'engine could not remove a deleted group rule; reconcile will sweep it');
+    }
+  }
+
+  /**
+   * After an undone group write: best effort to make the kernel match the restored rows again. If the
+   * engine is down this fails quietly; the supervisor's re-apply after recovery syncs every rule anyway.
+   */
+  private async reinstate(restored: readonly StoredRule[], discarded: readonly StoredRule[]): Promise<void> {
+    if (!this.engineOpen()) return;
+    try {
+      for (const rule of discarded) if (rule.enabled) await this.engine.removeRule(rule.id);
+      for (const rule of restored) if (rule.enabled) await this.applyEnabled(rule, false);
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not restore the engine after an undone group write; it re-syncs when the engine recovers');
+    }
   }
 
   private async removeDisabled(rule: StoredRule): Promise<void> {

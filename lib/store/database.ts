@@ -34,6 +34,47 @@ const MIGRATIONS: readonly string[] = [
      updated_at TEXT NOT NULL
    );
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // Rule groups (bundles) and the subscriptions that keep them up to date; the bundle's rules live in
+  // `rules` with group_id set, so the group row only records what was installed and from where.
+  `CREATE TABLE groups (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     version TEXT NOT NULL,
+     description TEXT,
+     source TEXT NOT NULL,
+     installed_at TEXT NOT NULL
+   );
+   CREATE TABLE subscriptions (
+     url TEXT PRIMARY KEY,
+     interval_sec INTEGER NOT NULL,
+     group_id TEXT,
+     etag TEXT,
+     last_fetch_at TEXT,
+     last_error TEXT,
+     created_at TEXT NOT NULL
+   );`,
+  // Quotas: the draft, the bookkeeping, and the counting state (used_bytes is flushed every few seconds).
+  `CREATE TABLE IF NOT EXISTS quotas (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     name TEXT NOT NULL,
+     app_path TEXT NOT NULL,
+     match_mode TEXT NOT NULL,
+     direction TEXT NOT NULL,
+     limit_bytes INTEGER NOT NULL,
+     period TEXT NOT NULL,
+     on_exceed TEXT NOT NULL,
+     limit_rate_bytes_per_sec INTEGER,
+     enabled INTEGER NOT NULL,
+     revision INTEGER NOT NULL,
+     group_id TEXT,
+     used_bytes INTEGER NOT NULL DEFAULT 0,
+     period_start TEXT,
+     period_end TEXT,
+     exceeded INTEGER NOT NULL DEFAULT 0,
+     exceeded_at TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

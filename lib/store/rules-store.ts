@@ -37,15 +37,16 @@ export class RulesStore {
     return row === undefined ? undefined : fromRow(row);
   }
 
-  insert(draft: RuleDraft, syncState: SyncState, now: string): StoredRule {
+  /** `groupId`: the installed group that owns the rule (read-only through /rules), null for the user's own. */
+  insert(draft: RuleDraft, syncState: SyncState, now: string, groupId: string | null = null): StoredRule {
     const info = this.db.prepare(
       `INSERT INTO rules (name, app_path, action, direction, remote_address, remote_port, protocol,
          rate_limit_down_bytes_per_sec, rate_limit_up_bytes_per_sec, limit_scope, match_mode, priority, enabled,
          revision, sync_state, sync_error, group_id, created_at, updated_at)
        VALUES (@name, @app_path, @action, @direction, @remote_address, @remote_port, @protocol,
          @rate_limit_down_bytes_per_sec, @rate_limit_up_bytes_per_sec, @limit_scope, @match_mode, @priority, @enabled,
-         1, @sync_state, NULL, NULL, @now, @now)`,
-    ).run({ ...draft, enabled: draft.enabled ? 1 : 0, sync_state: syncState, now });
+         1, @sync_state, NULL, @group_id, @now, @now)`,
+    ).run({ ...draft, enabled: draft.enabled ? 1 : 0, sync_state: syncState, now, group_id: groupId });
     return this.get(Number(info.lastInsertRowid))!;
   }
 
@@ -77,6 +78,15 @@ export class RulesStore {
   setSyncState(id: number, revision: number, syncState: SyncState, syncError: string | null): void {
     this.db.prepare('UPDATE rules SET sync_state = ?, sync_error = ? WHERE id = ? AND revision = ?')
       .run(syncState, syncError, id, revision);
+  }
+
+  listByGroup(groupId: string): StoredRule[] {
+    return (this.db.prepare(`SELECT ${COLUMNS} FROM rules WHERE group_id = ? ORDER BY id`).all(groupId) as RuleRow[]).map(fromRow);
+  }
+
+  /** Runs `work` as one SQLite transaction (all or nothing); other stores on the same database may join. */
+  transaction<T>(work: () => T): T {
+    return this.db.transaction(work)();
   }
 
   delete(id: number): boolean {
