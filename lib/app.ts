@@ -13,6 +13,7 @@ import type { Engine } from './engine/engine.js';
 import { installGatekeeping, installProblemHandlers } from './http/hooks.js';
 import { openDatabase } from './store/database.js';
 import { RulesStore } from './store/rules-store.js';
+import { QuotasStore } from './store/quotas-store.js';
 import { MetaStore } from './store/meta-store.js';
 import { loadOrCreateToken, TokenVerifier } from './services/auth-token.js';
 import { loadConfigFile } from './services/config.js';
@@ -21,6 +22,7 @@ import { EventBus } from './services/event-bus.js';
 import { EventStreamHub } from './services/event-stream.js';
 import { AppPathWatcher } from './services/app-path-watcher.js';
 import { RuleService } from './services/rule-service.js';
+import { QuotaService } from './services/quota-service.js';
 import { BlockedTotal } from './services/blocked-total.js';
 import { ActivityService } from './services/activity-service.js';
 import { EngineSupervisor } from './services/engine-supervisor.js';
@@ -29,6 +31,7 @@ import throughputRoutes from './routes/throughput.js';
 import connectionRoutes from './routes/connections.js';
 import appRoutes from './routes/apps.js';
 import ruleRoutes from './routes/rules.js';
+import quotaRoutes from './routes/quotas.js';
 import configRoutes from './routes/config.js';
 import authRoutes from './routes/auth.js';
 import eventRoutes from './routes/events.js';
@@ -57,6 +60,11 @@ export interface AppOptions {
   /** How often the supervisor looks at the engine, and its re-open backoff. */
   engineCheckIntervalMs?: number;
   engineBackoffMs?: readonly number[];
+  /** Quota counter sampling and its flush to SQLite; 0 = tests drive them by hand. */
+  quotaSampleIntervalMs?: number;
+  quotaFlushIntervalMs?: number;
+  /** Wall clock of quota periods (tests). */
+  quotaNow?: () => Date;
 }
 
 /** What the rest of the process (server.ts, tests) may reach of a running service. */
@@ -66,6 +74,7 @@ export interface ServiceHandles {
   eventStream: EventStreamHub;
   activity: ActivityService;
   supervisor: EngineSupervisor;
+  quotas: QuotaService;
 }
 
 declare module 'fastify' {
@@ -109,6 +118,10 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
   const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events });
   const blocked = new BlockedTotal(options.engine, meta);
+  const quotas = new QuotaService({
+    engine: options.engine, store: new QuotasStore(db), events, log: app.log, now: options.quotaNow,
+    sampleIntervalMs: options.quotaSampleIntervalMs, flushIntervalMs: options.quotaFlushIntervalMs,
+  });
   const activity = new ActivityService({
     engine: options.engine,
     listRules: () => rules.list(),
@@ -127,7 +140,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
     backoffMs: options.engineBackoffMs,
     onError: (error, attempt) => app.log.warn({ err: error, attempt }, 'engine re-open failed'),
   });
-  app.decorate('netclamp', { config, events, eventStream, activity, supervisor });
+  app.decorate('netclamp', { config, events, eventStream, activity, supervisor, quotas });
 
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   // JSON only: a text/plain body is 415, not a string that fails validation. An empty JSON body (some
@@ -161,6 +174,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
     await supervisor.stop();
     await config.close();
     await rules.close();
+    await quotas.close();
     try {
       await blocked.sample();
       blocked.flush();
@@ -170,6 +184,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   });
 
   await rules.syncAll();
+  await quotas.start();
   config.watch();
 
   // Before any route: the OpenAPI document is generated from what this hook sees.
@@ -186,6 +201,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   await api.register(connectionRoutes, { prefix: API_PREFIX, activity });
   await api.register(appRoutes, { prefix: API_PREFIX, activity });
   await api.register(ruleRoutes, { prefix: API_PREFIX, rules, basePath: API_PREFIX });
+  await api.register(quotaRoutes, { prefix: API_PREFIX, quotas, basePath: API_PREFIX });
   await api.register(configRoutes, { prefix: API_PREFIX, config });
   await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens, eventStream });
   await api.register(eventRoutes, { prefix: API_PREFIX, hub: eventStream });

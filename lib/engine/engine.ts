@@ -112,6 +112,29 @@ export interface ProcessActivity {
   blocked: number;
 }
 
+/**
+ * Cumulative traffic per executable identity since open(), for quotas. Identity = the file's inode and its
+ * device in the kernel's encoding `(major << 20) | minor` (see binding/README.md); counters can restart
+ * from zero (re-open, LRU eviction of an idle identity).
+ */
+export interface ExecutableActivity {
+  dev: number;
+  ino: number;
+  bytesUp: number;
+  bytesDown: number;
+  blocked: number;
+}
+
+/**
+ * Rule ids from here up are the service's own (quota actions): never issued to user rules, never listed in
+ * /rules, and left alone by the rule service's reconcile and start-up sweep.
+ */
+export const INTERNAL_RULE_ID_BASE = 2 ** 30;
+
+export function isInternalRuleId(id: number): boolean {
+  return id >= INTERNAL_RULE_ID_BASE;
+}
+
 export interface CompetingShaper {
   name: string;
   detail: string;
@@ -143,6 +166,8 @@ export interface Engine {
   processActivity?(): Promise<ProcessActivity[]>;
   /** Other traffic shapers or filters on the machine. */
   competingShapers?(): Promise<CompetingShaper[]>;
+  /** Per-executable traffic since open() (quotas); an engine without it cannot count quotas. */
+  appActivity?(): Promise<ExecutableActivity[]>;
 }
 
 /**

@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
-import { EngineError, fingerprintOf, type Engine, type EngineRule, type RuleCounters } from '../engine/engine.js';
+import { EngineError, fingerprintOf, isInternalRuleId, type Engine, type EngineRule, type RuleCounters } from '../engine/engine.js';
 import { ProblemError } from '../http/problem.js';
 import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rule.js';
 import type { RulesStore, StoredRule } from '../store/rules-store.js';
@@ -79,7 +79,7 @@ export function etagOf(rule: { revision: number }): string {
 }
 
 /** True when an If-Match header (a list of entity tags, or *) matches the current revision. */
-function ifMatchAccepts(header: string, revision: number): boolean {
+export function ifMatchAccepts(header: string, revision: number): boolean {
   const current = String(revision);
   return header.split(',').some((raw) => {
     const tag = raw.trim();
@@ -311,7 +311,8 @@ export class RuleService {
         }
         const owned = new Set(rules.filter((rule) => rule.enabled).map((rule) => rule.id));
         for (const installed of await this.engine.installedRules()) {
-          if (!owned.has(installed.id)) await this.engine.removeRule(installed.id);
+          // Internal ids (quota actions) belong to the quota service.
+          if (!owned.has(installed.id) && !isInternalRuleId(installed.id)) await this.engine.removeRule(installed.id);
         }
       } catch (error) {
         this.log.error({ err: error }, 'start-up sync of rules failed');
@@ -330,7 +331,10 @@ export class RuleService {
 
   private async reconcileNow(): Promise<ReconcileResult> {
     const result: ReconcileResult = { checked: 0, repaired: 0, removed: 0, errors: 0 };
-    const installed = new Map((await this.engine.installedRules()).map((entry) => [entry.id, entry.fingerprint]));
+    // Internal ids (quota actions) are not the user's rules: not checked, not removed as orphans.
+    const installed = new Map((await this.engine.installedRules())
+      .filter((entry) => !isInternalRuleId(entry.id))
+      .map((entry) => [entry.id, entry.fingerprint]));
     const rules = this.store.list();
     for (const rule of rules) {
       result.checked++;
