@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import {
   EngineError, fingerprintOf, type CompetingShaper, type ConnectionEntry, type Engine, type EngineCounters,
   type ProcessActivity, type EngineRule, type EngineSessionState,
-  type EngineStatus, type InstalledRule, type RuleCounters,
+  type EngineStatus, type ExecutableActivity, type InstalledRule, type RuleCounters,
 } from '../../lib/engine/engine.js';
 
 export class FakeEngine implements Engine {
@@ -25,6 +25,8 @@ export class FakeEngine implements Engine {
   /** Live views: what the "kernel" reports. */
   connectionTable: ConnectionEntry[] = [];
   readonly activity = new Map<number, ProcessActivity>();
+  /** Per-executable counters ("dev:ino" -> cumulative traffic), for quotas; cleared by open(). */
+  readonly executables = new Map<string, ExecutableActivity>();
   shapers: CompetingShaper[] = [];
   /** Totals of traffic no rule matched (the data plane counts all traffic). */
   unmatched = { up: 0, down: 0 };
@@ -40,6 +42,8 @@ export class FakeEngine implements Engine {
     }
     this.opens++;
     this.state = 'OPEN';
+    this.executables.clear(); // the kernel's counters start from zero with every open
+
   }
 
   async close(): Promise<void> {
@@ -102,14 +106,19 @@ export class FakeEngine implements Engine {
     };
   }
 
+  // Like the native engine: the socket table is the OS's, readable whether or not the data plane is up.
   async connections(): Promise<ConnectionEntry[]> {
-    this.requireOpen();
     return this.connectionTable.map((entry) => ({ ...entry }));
   }
 
   async processActivity(): Promise<ProcessActivity[]> {
     this.requireOpen();
     return [...this.activity.values()].map((entry) => ({ ...entry }));
+  }
+
+  async appActivity(): Promise<ExecutableActivity[]> {
+    this.requireOpen();
+    return [...this.executables.values()].map((entry) => ({ ...entry }));
   }
 
   async competingShapers(): Promise<CompetingShaper[]> {
@@ -126,6 +135,15 @@ export class FakeEngine implements Engine {
     entry.blocked += traffic.blocked ?? 0;
     this.totalBlocked += traffic.blocked ?? 0;
     this.counters.set(id, entry);
+  }
+
+  /** Simulates traffic of one executable identity (kernel dev encoding, inode). */
+  addAppTraffic(identity: { dev: number; ino: number }, traffic: { up?: number; down?: number }): void {
+    const key = `${identity.dev}:${identity.ino}`;
+    const entry = this.executables.get(key) ?? { dev: identity.dev, ino: identity.ino, bytesUp: 0, bytesDown: 0, blocked: 0 };
+    entry.bytesUp += traffic.up ?? 0;
+    entry.bytesDown += traffic.down ?? 0;
+    this.executables.set(key, entry);
   }
 
   /** Simulates kernel state drifting from the service's: a rule lost, altered, or left behind. */

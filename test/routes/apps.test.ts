@@ -15,23 +15,6 @@ function socket(overrides: Partial<ConnectionEntry>): ConnectionEntry {
   };
 }
 
-test('GET /connections maps the engine\'s socket table to the contract\'s fields', async (t) => {
-  const { request, engine } = await startTestApp(t, { appOptions: { sampleIntervalMs: 0 } });
-  engine.connectionTable = [
-    socket({}),
-    socket({ protocol: 'UDP', localAddress: '::1', localPort: 5353, remoteAddress: '', remotePort: 0, state: '', pid: 0, appPath: '' }),
-  ];
-  const response = await request({ method: 'GET', url: '/api/v1/connections' });
-  assert.equal(response.statusCode, 200);
-  assert.deepEqual(response.json(), [
-    { protocol: 'TCP', local_address: '127.0.0.1', local_port: 40000, remote_address: '127.0.0.1', remote_port: 80, state: 'ESTABLISHED', pid: process.pid, app_path: selfPath },
-    { protocol: 'UDP', local_address: '::1', local_port: 5353, remote_address: '', remote_port: 0, state: '', pid: 0, app_path: '' },
-  ]);
-  const status = (await request({ method: 'GET', url: '/api/v1/status' })).json() as { active_connections: number; monitored_apps: number };
-  assert.equal(status.active_connections, 2);
-  assert.equal(status.monitored_apps, 1, 'pid 0 (no owner) is no app');
-});
-
 test('GET /apps: cumulative bytes, rate over the last second, connection count, governing rule', async (t) => {
   let now = T0;
   const { request, engine, app } = await startTestApp(t, { appOptions: { sampleIntervalMs: 0, now: () => now } });
