@@ -28,6 +28,12 @@ export interface IperfOptions {
   intervalSeconds?: number;
   /** TCP congestion control for the run (-C); the namespace default when absent. */
   congestion?: string;
+  /** Command words put before the binary, e.g. ['trickle', '-s', '-u', '1024'] to run it under trickle. */
+  prefix?: readonly string[];
+  /** UDP at this target rate in bytes/s (-u -b); TCP when absent. */
+  udpBytesPerSec?: number;
+  /** UDP datagram size (-l), bytes. */
+  udpLength?: number;
 }
 
 export interface IperfInterval {
@@ -72,7 +78,7 @@ interface IperfJson {
 
 export async function runIperf(options: IperfOptions): Promise<IperfResult> {
   const args = [
-    'netns', 'exec', options.ns, options.binary,
+    'netns', 'exec', options.ns, ...(options.prefix ?? []), options.binary,
     '-c', options.server.address, '-p', String(options.server.port),
     '-t', String(options.seconds),
     '-P', String(options.parallel ?? 1),
@@ -82,6 +88,11 @@ export async function runIperf(options: IperfOptions): Promise<IperfResult> {
   if (options.reverse) args.push('-R');
   if (options.omitSeconds) args.push('-O', String(options.omitSeconds));
   if (options.congestion) args.push('-C', options.congestion);
+  if (options.udpBytesPerSec !== undefined) {
+    // iperf3's -b is bits/s; the rate is per stream.
+    args.push('-u', '-b', String(Math.round(options.udpBytesPerSec * 8)));
+    if (options.udpLength) args.push('-l', String(options.udpLength));
+  }
   const result = await run('ip', args, {
     allowFailure: true,
     timeoutMs: (options.seconds + (options.omitSeconds ?? 0) + 20) * 1000,
