@@ -22,9 +22,8 @@ const statusRoutes: FastifyPluginAsyncTypebox<StatusRouteOptions> = async (app, 
     const engineStatus = options.engine.status();
     const { engine, activity, onError } = options;
     // Each live figure is best-effort: /status must answer while the engine is down.
-    const [connections, apps, shapers] = await Promise.all([
-      activity.connections().catch((error: unknown) => { onError(error); return []; }),
-      activity.apps().catch((error: unknown) => { onError(error); return []; }),
+    const [counts, shapers] = await Promise.all([
+      activity.counts().catch((error: unknown) => { onError(error); return { connections: 0, apps: 0 }; }),
       (engine.competingShapers?.() ?? Promise.resolve([])).catch((error: unknown) => { onError(error); return []; }),
     ]);
     return {
@@ -33,8 +32,8 @@ const statusRoutes: FastifyPluginAsyncTypebox<StatusRouteOptions> = async (app, 
       wfp_active: engineStatus.filtering,
       kdrv_active: engineStatus.shaping,
       active_rules: options.rules.summary().activeRules,
-      monitored_apps: apps.length,
-      active_connections: connections.length,
+      monitored_apps: counts.apps,
+      active_connections: counts.connections,
       total_blocked: await options.blocked.sample(),
       uptime_since: options.startedAt.toISOString(),
       competing_shapers: shapers.map(({ name, detail }) => ({ name, detail })),

@@ -191,6 +191,12 @@ export class ActivityService {
     };
   }
 
+  /** The counts /status shows, from one read of the socket table. */
+  async counts(): Promise<{ connections: number; apps: number }> {
+    const { apps, connections } = await this.collect();
+    return { connections: connections.length, apps: apps.length };
+  }
+
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
   }
