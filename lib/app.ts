@@ -26,6 +26,9 @@ import { QuotaService } from './services/quota-service.js';
 import { BlockedTotal } from './services/blocked-total.js';
 import { ActivityService } from './services/activity-service.js';
 import { EngineSupervisor } from './services/engine-supervisor.js';
+import { GroupService } from './services/group-service.js';
+import type { FetchLimits } from './services/subscription-fetcher.js';
+import { GroupsStore } from './store/groups-store.js';
 import statusRoutes from './routes/status.js';
 import throughputRoutes from './routes/throughput.js';
 import connectionRoutes from './routes/connections.js';
@@ -35,6 +38,7 @@ import quotaRoutes from './routes/quotas.js';
 import configRoutes from './routes/config.js';
 import authRoutes from './routes/auth.js';
 import eventRoutes from './routes/events.js';
+import groupRoutes from './routes/groups.js';
 import openApiRoutes, { RouteCatalog } from './routes/openapi.js';
 import { VERSION } from './version.js';
 
@@ -65,6 +69,8 @@ export interface AppOptions {
   quotaFlushIntervalMs?: number;
   /** Wall clock of quota periods (tests). */
   quotaNow?: () => Date;
+  /** Subscription fetch limits (timeout, size cap, redirects); tests shorten the timeout. */
+  groupFetchLimits?: Partial<FetchLimits>;
 }
 
 /** What the rest of the process (server.ts, tests) may reach of a running service. */
@@ -117,6 +123,9 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const meta = new MetaStore(db);
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
   const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events });
+  const groups = new GroupService({
+    rules, rulesStore: store, store: new GroupsStore(db), events, log: app.log, fetchLimits: options.groupFetchLimits,
+  });
   const blocked = new BlockedTotal(options.engine, meta);
   const quotas = new QuotaService({
     engine: options.engine, store: new QuotasStore(db), events, log: app.log, now: options.quotaNow,
@@ -172,6 +181,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
     clearInterval(flushTimer);
     activity.stop();
     await supervisor.stop();
+    await groups.close();
     await config.close();
     await rules.close();
     await quotas.close();
@@ -186,6 +196,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   await rules.syncAll();
   await quotas.start();
   config.watch();
+  groups.start();
 
   // Before any route: the OpenAPI document is generated from what this hook sees.
   const catalog = new RouteCatalog();
@@ -205,6 +216,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   await api.register(configRoutes, { prefix: API_PREFIX, config });
   await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens, eventStream });
   await api.register(eventRoutes, { prefix: API_PREFIX, hub: eventStream });
+  await api.register(groupRoutes, { prefix: API_PREFIX, groups, basePath: API_PREFIX });
   await api.register(openApiRoutes, { prefix: API_PREFIX, catalog, version });
 };
 // What fastify-plugin does: run in the caller's context instead of an encapsulated child.
