@@ -1,0 +1,127 @@
+/**
+ * A quota on real traffic: a copy of curl downloads from a loopback server that paces its answer at
+ * 1 MiB/s (so "within one second" is measurable in bytes), under a 20 MiB DAILY quota with BLOCK. The
+ * download must be cut off between 20 and 21 MiB, exactly one quota_exceeded must arrive on /events, and
+ * after POST /quotas/{id}/reset the copy gets through again.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { privilegedSuite } from '../helpers/privileged.js';
+import { openSse } from '../helpers/sse.js';
+import { copyExecutable } from '../net/iperf.js';
+import { sleep } from '../net/exec.js';
+import { NetClampService } from './service.js';
+import { timedRun } from './http-fixture.js';
+
+const CURL = '/usr/bin/curl';
+const MiB = 1024 * 1024;
+const PACE_BYTES_PER_SEC = 1 * MiB;
+const CHUNK_BYTES = 32 * 1024;
+
+/** `/paced` streams zeros at PACE_BYTES_PER_SEC until the client goes away; `/small` answers a line. */
+async function startPacedServer(): Promise<{ url(path: string): string; close(): Promise<void> }> {
+  const chunk = Buffer.alloc(CHUNK_BYTES, 0x71);
+  const server: Server = createServer((request, response) => {
+    if (request.url === '/small') {
+      response.end('netclamp quota e2e\n');
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const started = performance.now();
+    let sent = 0;
+    // Sends whatever the pace allows so far: timer jitter does not change the average rate.
+    const timer = setInterval(() => {
+      const due = ((performance.now() - started) / 1000) * PACE_BYTES_PER_SEC;
+      while (sent + CHUNK_BYTES <= due && !response.destroyed) {
+        response.write(chunk);
+        sent += CHUNK_BYTES;
+      }
+    }, 10);
+    const stop = (): void => clearInterval(timer);
+    response.on('close', stop);
+    response.on('error', stop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: (path) => `http://127.0.0.1:${port}${path}`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/** Runs the download and returns curl's exit code and the body bytes it received. */
+function download(path: string, url: string, maxTimeSec: number): Promise<{ code: number | null; bytes: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(path, ['-sS', '-o', '/dev/null', '-w', '%{size_download}', '--max-time', String(maxTimeSec), url], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString('utf8'); });
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString('utf8'); });
+    child.once('exit', (code) => resolve({ code, bytes: Number(stdout.trim()), stderr }));
+  });
+}
+
+interface QuotaBody {
+  id: string;
+  used_bytes: number;
+  exceeded: boolean;
+  exceeded_at: string | null;
+}
+
+describe('quota (e2e, loopback)', privilegedSuite(), () => {
+  test('a 20 MiB DAILY BLOCK quota cuts a copy of curl off between 20 and 21 MiB, once; reset lets it through', async (t) => {
+    const service = await NetClampService.start();
+    t.after(() => service.dispose());
+    const server = await startPacedServer();
+    t.after(() => server.close());
+    const app = copyExecutable(CURL, 'nc-quota-');
+    t.after(() => app.remove());
+
+    const quota = await service.expect<QuotaBody>(201, 'POST', '/quotas', {
+      name: 'e2e 20 MiB', app_path: app.path, limit_bytes: 20 * MiB, period: 'DAILY', on_exceed: 'BLOCK', direction: 'BOTH',
+    });
+    const events = await openSse(`${service.baseUrl}/events`, { authorization: `Bearer ${service.token}` });
+    t.after(() => events.close());
+    assert.equal(events.status, 200);
+
+    // 20 MiB at 1 MiB/s is 20 s; the limit of 40 s only stops a download that was never cut off.
+    const cut = await download(app.path, server.url('/paced'), 40);
+    t.diagnostic(`curl exit ${cut.code}, ${(cut.bytes / MiB).toFixed(3)} MiB received; ${cut.stderr.trim()}`);
+    assert.notEqual(cut.code, 28, 'the download ran into its own time limit: the quota never cut it off');
+    assert.notEqual(cut.code, 0);
+    assert.ok(cut.bytes >= 20 * MiB, `cut off too early: ${cut.bytes} bytes`);
+    assert.ok(cut.bytes <= 21 * MiB, `cut off too late: ${cut.bytes} bytes (more than one second of traffic over)`);
+
+    const exceeded = await service.expect<QuotaBody>(200, 'GET', `/quotas/${quota.id}`);
+    t.diagnostic(`used_bytes ${exceeded.used_bytes} (${(exceeded.used_bytes / MiB).toFixed(3)} MiB)`);
+    assert.equal(exceeded.exceeded, true);
+    assert.ok(exceeded.used_bytes >= 20 * MiB && exceeded.used_bytes <= 21 * MiB, `used_bytes ${exceeded.used_bytes}`);
+
+    // While exceeded, a new connection of the copy is refused at once.
+    const refused = await timedRun(app.path, ['-sS', '-o', '/dev/null', '--max-time', '5', server.url('/small')], 10_000);
+    assert.notEqual(refused.code, 0, 'the copy still got through while over its quota');
+
+    await sleep(2000); // time for a second (wrong) event to show up
+    const exceededEvents = events.events.filter((event) => event.event === 'quota_exceeded');
+    assert.equal(exceededEvents.length, 1, `quota_exceeded events: ${JSON.stringify(exceededEvents)}`);
+    assert.equal((exceededEvents[0]!.data as { quota_id: string }).quota_id, quota.id);
+
+    const reset = await service.expect<QuotaBody>(200, 'POST', `/quotas/${quota.id}/reset`);
+    assert.equal(reset.exceeded, false);
+    assert.ok(reset.used_bytes < 64 * 1024, `used_bytes after reset: ${reset.used_bytes}`);
+    await events.waitFor((client) => client.events.some((event) => event.event === 'quota_reset'), 3000, 'quota_reset');
+
+    const again = await timedRun(app.path, ['-sS', '-o', '/dev/null', '--max-time', '5', server.url('/small')], 10_000);
+    assert.equal(again.code, 0, `after reset the copy is still blocked: ${again.stderr}`);
+    const counting = await download(app.path, server.url('/paced'), 2);
+    assert.ok(counting.bytes > 0.5 * MiB, `after reset a download moved only ${counting.bytes} bytes`);
+  });
+});
