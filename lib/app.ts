@@ -124,7 +124,8 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
   const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events });
   const groups = new GroupService({
-    rules, rulesStore: store, store: new GroupsStore(db), events, log: app.log, fetchLimits: options.groupFetchLimits,
+    rules, rulesStore: store, quotasStore: new QuotasStore(db), store: new GroupsStore(db), events, log: app.log,
+    fetchLimits: options.groupFetchLimits,
   });
   const blocked = new BlockedTotal(options.engine, meta);
   const quotas = new QuotaService({

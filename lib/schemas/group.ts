@@ -8,6 +8,7 @@ import { Compile } from 'typebox/compile';
 import {
   RuleDraftSchema, validateRuleDraft, withDraftDefaults, type RuleDraft, type RuleDraftInput,
 } from './rule.js';
+import { QuotaDraftSchema, validateQuotaDraft, withQuotaDefaults, type QuotaDraft } from './quota.js';
 import type { FieldError } from './problem.js';
 import { fieldErrorsFromSchemaIssues, type SchemaValidationIssue } from '../http/problem.js';
 
@@ -15,6 +16,7 @@ import { fieldErrorsFromSchemaIssues, type SchemaValidationIssue } from '../http
 export const GROUP_ID_PATTERN = '^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$';
 /** Bundles are hand-written lists; a cap keeps one from flooding the engine. */
 export const MAX_RULES_PER_BUNDLE = 1000;
+export const MAX_QUOTAS_PER_BUNDLE = 1000;
 export const MIN_INTERVAL_SEC = 60;
 
 export const BundleSchema = Type.Object({
@@ -23,8 +25,7 @@ export const BundleSchema = Type.Object({
   version: Type.String({ minLength: 1, maxLength: 64 }),
   description: Type.Optional(Type.String({ maxLength: 2000 })),
   rules: Type.Array(RuleDraftSchema, { maxItems: MAX_RULES_PER_BUNDLE }),
-  // Quota drafts: validated by the quota service once it takes bundles; until then only [] is accepted.
-  quotas: Type.Array(Type.Object({}, { additionalProperties: true })),
+  quotas: Type.Array(QuotaDraftSchema, { maxItems: MAX_QUOTAS_PER_BUNDLE }),
 }, { additionalProperties: false });
 export type BundleInput = Static<typeof BundleSchema>;
 
@@ -35,6 +36,7 @@ export interface Bundle {
   version: string;
   description: string | null;
   rules: RuleDraft[];
+  quotas: QuotaDraft[];
 }
 
 export const GroupSchema = Type.Object({
@@ -89,8 +91,8 @@ function indexNotation(field: string): string {
 }
 
 /**
- * Every reason `input` is not an installable bundle (schema, then per-rule cross-field checks, then the
- * quota placeholder), or the bundle with defaults filled in.
+ * Every reason `input` is not an installable bundle (schema, then the cross-field checks of each rule and
+ * quota), or the bundle with defaults filled in.
  */
 export function checkBundle(input: unknown): { bundle: Bundle; errors?: undefined } | { bundle?: undefined; errors: FieldError[] } {
   if (!bundleCheck.Check(input)) {
@@ -105,11 +107,13 @@ export function checkBundle(input: unknown): { bundle: Bundle; errors?: undefine
     for (const error of validateRuleDraft(draft)) errors.push({ field: `rules[${index}].${error.field}`, message: error.message });
     return draft;
   });
-  if (valid.quotas.length > 0) {
-    errors.push({ field: 'quotas', message: 'quota drafts in bundles are not supported yet; send "quotas": []' });
-  }
+  const quotas = valid.quotas.map((raw, index) => {
+    const draft = withQuotaDefaults(raw);
+    for (const error of validateQuotaDraft(draft)) errors.push({ field: `quotas[${index}].${error.field}`, message: error.message });
+    return draft;
+  });
   if (errors.length > 0) return { errors };
   return {
-    bundle: { id: valid.id, name: valid.name, version: valid.version, description: valid.description ?? null, rules },
+    bundle: { id: valid.id, name: valid.name, version: valid.version, description: valid.description ?? null, rules, quotas },
   };
 }

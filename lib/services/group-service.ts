@@ -2,8 +2,8 @@
  * Rule groups: install / replace / uninstall bundles, and subscriptions that keep one group up to date
  * from a URL.
  *
- * Every change of a group goes through RuleService's group methods, so the group's rows, its rules and its
- * subscription row change in one SQLite transaction on the single write queue, and an ENGINE_DOWN undoes
+ * Every change of a group goes through RuleService's group methods, so the group's row, its rules, its
+ * quotas and its subscription row change in one SQLite transaction on the single write queue, and an ENGINE_DOWN undoes
  * all of it. Ownership checks run inside that transaction too, so two concurrent installs cannot both
  * pass them.
  *
@@ -17,6 +17,9 @@ import {
   checkBundle, type Bundle, type Group, type GroupList, type Subscription, type SubscriptionResult,
 } from '../schemas/group.js';
 import type { RuleDraft } from '../schemas/rule.js';
+import type { QuotaDraft } from '../schemas/quota.js';
+import type { QuotaPeriodState, QuotasStore, StoredQuota } from '../store/quotas-store.js';
+import { periodStrings } from './quota-period.js';
 import { MANUAL_SOURCE, type GroupsStore, type StoredGroup, type StoredSubscription } from '../store/groups-store.js';
 import type { RulesStore, StoredRule } from '../store/rules-store.js';
 import type { EventBus } from './event-bus.js';
@@ -32,6 +35,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export interface GroupServiceOptions {
   rules: RuleService;
   rulesStore: RulesStore;
+  /** The group's quota rows change in the same transaction as its rules; the quota service counts them. */
+  quotasStore: QuotasStore;
   store: GroupsStore;
   events: EventBus;
   log: FastifyBaseLogger;
@@ -56,6 +61,29 @@ function draftOf(rule: StoredRule): RuleDraft {
   };
 }
 
+function quotaDraftOf(quota: StoredQuota): QuotaDraft {
+  return {
+    name: quota.name, app_path: quota.app_path, match_mode: quota.match_mode, direction: quota.direction,
+    limit_bytes: quota.limit_bytes, period: quota.period, on_exceed: quota.on_exceed,
+    limit_rate_bytes_per_sec: quota.limit_rate_bytes_per_sec, enabled: quota.enabled,
+  };
+}
+
+/**
+ * The counting state a group quota starts with. A new version of a bundle must not forgive what was used:
+ * a quota with the same name, app and period as one of the replaced group keeps its count and period
+ * (still exceeded only if the new limit is still reached; the quota service flags a new exceed itself).
+ */
+function carriedPeriod(draft: QuotaDraft, previous: readonly StoredQuota[], now: Date): QuotaPeriodState {
+  const match = previous.find((quota) => quota.name === draft.name && quota.app_path === draft.app_path && quota.period === draft.period);
+  if (match === undefined) return { used_bytes: 0, ...periodStrings(draft.period, now), exceeded: false, exceeded_at: null };
+  const exceeded = match.exceeded && match.used_bytes >= draft.limit_bytes;
+  return {
+    used_bytes: match.used_bytes, period_start: match.period_start, period_end: match.period_end,
+    exceeded, exceeded_at: exceeded ? match.exceeded_at : null,
+  };
+}
+
 function canonicalUrl(raw: string): string {
   return new URL(raw).toString();
 }
@@ -63,6 +91,7 @@ function canonicalUrl(raw: string): string {
 export class GroupService {
   private readonly rules: RuleService;
   private readonly rulesStore: RulesStore;
+  private readonly quotasStore: QuotasStore;
   private readonly store: GroupsStore;
   private readonly events: EventBus;
   private readonly log: FastifyBaseLogger;
@@ -76,6 +105,7 @@ export class GroupService {
   constructor(options: GroupServiceOptions) {
     this.rules = options.rules;
     this.rulesStore = options.rulesStore;
+    this.quotasStore = options.quotasStore;
     this.store = options.store;
     this.events = options.events;
     this.log = options.log;
@@ -111,20 +141,27 @@ export class GroupService {
     return { group, replaced: previous !== undefined };
   }
 
-  /** Removes the group, its rules (from the engine too) and the subscription that installed it. */
+  /**
+   * Removes the group, its rules (from the engine too), its quotas and the subscription that installed it.
+   * The quota service lifts the engine actions of removed quotas with its next sample.
+   */
   async uninstall(id: string): Promise<void> {
     const group = this.store.getGroup(id);
     if (group === undefined) throw notFound(id);
     let subscription: StoredSubscription | undefined;
+    let quotas: StoredQuota[] = [];
     await this.rules.removeGroupRules(id, {
       persist: () => {
         if (!this.store.deleteGroup(id)) throw notFound(id); // uninstalled meanwhile
         subscription = this.store.subscriptionOfGroup(id);
         if (subscription !== undefined) this.store.deleteSubscription(subscription.url);
+        quotas = this.quotasStore.listByGroup(id);
+        for (const quota of quotas) this.quotasStore.delete(quota.id);
       },
       undo: () => {
         this.store.putGroup(group);
         if (subscription !== undefined) this.store.putSubscription(subscription);
+        for (const quota of quotas) this.quotasStore.restore(quota);
       },
     });
     if (subscription !== undefined) this.unschedule(subscription.url);
@@ -279,6 +316,8 @@ export class GroupService {
   private async write(bundle: Bundle, source: string, subscription: StoredSubscription | null): Promise<{ previous: StoredGroup | undefined }> {
     let previous: StoredGroup | undefined;
     let previousSubscription: StoredSubscription | undefined;
+    let previousQuotas: StoredQuota[] = [];
+    let insertedQuotas: StoredQuota[] = [];
     await this.rules.replaceGroupRules(bundle.id, bundle.rules, {
       persist: () => {
         previous = this.store.getGroup(bundle.id);
@@ -295,8 +334,15 @@ export class GroupService {
           previousSubscription = this.store.getSubscription(subscription.url);
           this.store.putSubscription(subscription);
         }
+        const now = this.now();
+        previousQuotas = this.quotasStore.listByGroup(bundle.id);
+        for (const quota of previousQuotas) this.quotasStore.delete(quota.id);
+        insertedQuotas = bundle.quotas.map((draft) =>
+          this.quotasStore.insert(draft, carriedPeriod(draft, previousQuotas, now), now.toISOString(), bundle.id));
       },
       undo: () => {
+        for (const quota of insertedQuotas) this.quotasStore.delete(quota.id);
+        for (const quota of previousQuotas) this.quotasStore.restore(quota);
         if (previous !== undefined) this.store.putGroup(previous);
         else this.store.deleteGroup(bundle.id);
         if (subscription !== null) {
@@ -314,7 +360,9 @@ export class GroupService {
     if (installed === undefined) return false;
     if (installed.name !== bundle.name || installed.version !== bundle.version || installed.description !== bundle.description) return false;
     const rules = this.rulesStore.listByGroup(bundle.id).map(draftOf);
-    return JSON.stringify(rules) === JSON.stringify(bundle.rules.map((rule) => draftOf(rule as StoredRule)));
+    if (JSON.stringify(rules) !== JSON.stringify(bundle.rules.map((rule) => draftOf(rule as StoredRule)))) return false;
+    const quotas = this.quotasStore.listByGroup(bundle.id).map(quotaDraftOf);
+    return JSON.stringify(quotas) === JSON.stringify(bundle.quotas.map((quota) => quotaDraftOf(quota as StoredQuota)));
   }
 
   private result(url: string, changed: boolean): SubscriptionResult {
@@ -330,8 +378,7 @@ export class GroupService {
       version: group.version,
       description: group.description,
       rule_ids: this.rulesStore.listByGroup(group.id).map((rule) => String(rule.id)),
-      // Quota drafts in bundles wait for the quota service; a group owns none yet.
-      quota_ids: [],
+      quota_ids: this.quotasStore.listByGroup(group.id).map((quota) => String(quota.id)),
       installed_at: group.installed_at,
       source: group.source,
     };

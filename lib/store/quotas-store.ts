@@ -96,4 +96,17 @@ export class QuotasStore {
   delete(id: number): boolean {
     return this.db.prepare('DELETE FROM quotas WHERE id = ?').run(id).changes > 0;
   }
+
+  listByGroup(groupId: string): StoredQuota[] {
+    return (this.db.prepare(`SELECT ${COLUMNS} FROM quotas WHERE group_id = ? ORDER BY id`).all(groupId) as QuotaRow[]).map(fromRow);
+  }
+
+  /** Puts back a row exactly as it was (undo of a group write the engine could not apply). */
+  restore(quota: StoredQuota): void {
+    this.db.prepare(
+      `INSERT OR REPLACE INTO quotas (${COLUMNS}) VALUES (@id, @name, @app_path, @match_mode, @direction,
+         @limit_bytes, @period, @on_exceed, @limit_rate_bytes_per_sec, @enabled, @revision, @group_id, @used_bytes,
+         @period_start, @period_end, @exceeded, @exceeded_at, @created_at, @updated_at)`,
+    ).run({ ...quota, enabled: quota.enabled ? 1 : 0, exceeded: quota.exceeded ? 1 : 0 });
+  }
 }

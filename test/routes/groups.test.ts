@@ -174,6 +174,8 @@ test('invalid bundles: 400 naming the field, and nothing changes', async (t) => 
     [bundle({ rules: undefined }), /rules: is required/],
     [bundle({ quotas: undefined }), /quotas: is required/],
     [bundle({ extra: 1 }), /extra: unknown field/],
+    [bundle({ quotas: [{ name: 'q', app_path: '/usr/bin/curl' }] }), /quotas\[0\]\.limit_bytes: is required/],
+    [bundle({ quotas: [{ name: 'q', app_path: '/usr/bin/curl', limit_bytes: 5, on_exceed: 'LIMIT' }] }), /quotas\[0\]\.limit_rate_bytes_per_sec: is required/],
   ];
   for (const [payload, expected] of cases) {
     const response = await app.request({ method: 'POST', url: '/api/v1/groups/install', payload });
@@ -463,4 +465,47 @@ test('subscriptions persist across restarts and polling resumes; uninstall remov
   assert.equal((await second.request({ method: 'DELETE', url: '/api/v1/groups/work-blocks' })).statusCode, 204);
   assert.deepEqual((await second.request({ method: 'GET', url: '/api/v1/groups' })).json(), { groups: [], subscriptions: [] });
   assert.equal(engine.installed.size, 0);
+});
+
+test('bundle quotas: installed with the group (quota_ids, read-only through /quotas), carried over by a replace, removed by uninstall', async (t) => {
+  const app = await startTestApp(t);
+  const quota = { name: 'curl monthly', app_path: '/usr/bin/curl', limit_bytes: 1000, period: 'MONTHLY', on_exceed: 'BLOCK' };
+  const response = await app.request({ method: 'POST', url: '/api/v1/groups/install', payload: bundle({ quotas: [quota] }) });
+  assert.equal(response.statusCode, 201, response.body);
+  const group = response.json();
+  assert.equal(group.quota_ids.length, 1);
+  const quotaId = group.quota_ids[0] as string;
+  const stored = (await app.request({ method: 'GET', url: `/api/v1/quotas/${quotaId}` })).json();
+  assert.equal(stored.group_id, 'work-blocks');
+  assert.equal(stored.limit_bytes, 1000);
+  assertProblem(await app.request({ method: 'DELETE', url: `/api/v1/quotas/${quotaId}` }), 409);
+
+  // Simulate counted usage, then a new version that raises the limit: the count is not forgiven.
+  const db = new Database(path.join(app.dataDir, DATABASE_FILE));
+  t.after(() => db.close());
+  db.prepare('UPDATE quotas SET used_bytes = 400 WHERE id = ?').run(Number(quotaId));
+  const replaced = await app.request({
+    method: 'POST', url: '/api/v1/groups/install',
+    payload: bundle({ version: '2', quotas: [{ ...quota, limit_bytes: 5000 }, { ...quota, name: 'new one' }] }),
+  });
+  assert.equal(replaced.statusCode, 200, replaced.body);
+  const ids = replaced.json().quota_ids as string[];
+  assert.equal(ids.length, 2);
+  const quotas = (await app.request({ method: 'GET', url: '/api/v1/quotas' })).json() as Array<Record<string, unknown>>;
+  assert.deepEqual(quotas.map((entry) => entry.id).sort(), [...ids].sort());
+  const carried = quotas.find((entry) => entry.name === 'curl monthly')!;
+  assert.equal(carried.limit_bytes, 5000);
+  assert.equal(carried.used_bytes, 400);
+  assert.equal(quotas.find((entry) => entry.name === 'new one')!.used_bytes, 0);
+
+  // ENGINE_DOWN during the next replace restores the quotas too.
+  app.engine.dieDuringApply = true;
+  assertProblem(await app.request({ method: 'POST', url: '/api/v1/groups/install', payload: bundle({ version: '3', quotas: [] }) }), 503);
+  const kept = (await app.request({ method: 'GET', url: '/api/v1/quotas' })).json() as Array<Record<string, unknown>>;
+  assert.deepEqual(kept.map((entry) => entry.id).sort(), [...ids].sort());
+  app.engine.dieDuringApply = false;
+  await app.engine.open();
+
+  assert.equal((await app.request({ method: 'DELETE', url: '/api/v1/groups/work-blocks' })).statusCode, 204);
+  assert.deepEqual((await app.request({ method: 'GET', url: '/api/v1/quotas' })).json(), []);
 });
