@@ -31,12 +31,14 @@ export interface CostReport {
   socketCreateUsWith: number | null;
   socketCreateUsWithout: number | null;
   rulesLoaded: number;
+  /** nc_ programs of other NetClamp processes seen during the run (they also run on this traffic). */
+  foreignPrograms: number;
   summary: string;
 }
 
 const BPF_STATS = '/proc/sys/kernel/bpf_stats_enabled';
-const PAIRS = 4;
-const AB_SECONDS = 4;
+const PAIRS = 6;
+const AB_SECONDS = 3;
 const SOCKETS = 20000;
 
 function median(values: number[]): number | null {
@@ -61,6 +63,12 @@ async function programStats(ownerPid: number | undefined): Promise<Map<number, B
   const programs = (JSON.parse(out.stdout) as BpftoolProg[]).filter((prog) => prog.name?.startsWith('nc_'));
   const owned = programs.filter((prog) => prog.pids?.some((entry) => entry.pid === ownerPid));
   return new Map((owned.length > 0 ? owned : programs).map((prog) => [prog.id, prog]));
+}
+
+async function foreignProgramCount(ownerPid: number | undefined): Promise<number> {
+  const out = await run('bpftool', ['prog', 'show', '-j']);
+  return (JSON.parse(out.stdout) as BpftoolProg[])
+    .filter((prog) => prog.name?.startsWith('nc_') && !prog.pids?.some((entry) => entry.pid === ownerPid)).length;
 }
 
 async function socketCreateMicros(): Promise<number> {
@@ -109,12 +117,16 @@ export async function runCostSection(lab: NetLab, service: NetClampService, appP
   const previous = readFileSync(BPF_STATS, 'utf8').trim();
   let programs: ProgramCost[] = [];
   let statsRunBytes = 0;
+  let statsRunSeconds = AB_SECONDS;
+  let foreignPrograms = 0;
   try {
     writeFileSync(BPF_STATS, '1');
     const before = await programStats(service.pid);
     const result = await runIperf({ ns: path.clientNs, binary: plainPath, server, seconds: AB_SECONDS });
     statsRunBytes = result.receivedBytes;
+    statsRunSeconds = result.seconds;
     const after = await programStats(service.pid);
+    foreignPrograms = await foreignProgramCount(service.pid);
     programs = [...after.values()].map((prog) => {
       const start = before.get(prog.id);
       const runCount = (prog.run_cnt ?? 0) - (start?.run_cnt ?? 0);
@@ -134,9 +146,12 @@ export async function runCostSection(lab: NetLab, service: NetClampService, appP
     `cost (loopback, ${created.length} rules loaded, none matching):`,
     `  A/B throughput with/without NetClamp: median ratio ${abMedianRatio?.toFixed(3)} over ${PAIRS} interleaved pairs (${ratios.map((r) => r.toFixed(3)).join(', ')})`,
     `  socket()+close(): ${socketCreateUsWith?.toFixed(2)} us with NetClamp, ${socketCreateUsWithout?.toFixed(2)} us without (median of ${PAIRS}, ${SOCKETS} sockets each)`,
-    formatTable(['program', 'type', 'runs', 'ns/run', 'ns per MiB moved'], programs.map((prog) => [
+    `  bpf run-time stats over one ${statsRunSeconds.toFixed(0)} s transfer of ${formatRate(statsRunBytes / statsRunSeconds)}` +
+      (foreignPrograms > 0 ? ` (${foreignPrograms} nc_ programs of other NetClamp processes were attached too)` : ''),
+    formatTable(['program', 'type', 'runs', 'ns/run', 'ns per MiB moved', '% of one core'], programs.map((prog) => [
       prog.name, prog.type, String(prog.runCount), prog.nsPerRun?.toFixed(0) ?? '-', mib > 0 ? (prog.runTimeNs / mib).toFixed(0) : '-',
+      (prog.runTimeNs / (statsRunSeconds * 1e9) * 100).toFixed(2),
     ])).split('\n').map((line) => '  ' + line).join('\n'),
   ].join('\n');
-  return { abPairs, abMedianRatio, programs, statsRunBytes, socketCreateUsWith, socketCreateUsWithout, rulesLoaded: created.length, summary };
+  return { abPairs, abMedianRatio, programs, statsRunBytes, socketCreateUsWith, socketCreateUsWithout, rulesLoaded: created.length, foreignPrograms, summary };
 }
