@@ -122,6 +122,8 @@ export class QuotaService {
   private baseline: Map<string, { up: number; down: number }> | null = null;
   private lastRestarts: number | undefined;
   private closed = false;
+  /** A sample is queued or running: a slow kernel read must not pile samples up behind it. */
+  private sampleQueued = false;
 
   constructor(options: QuotaServiceOptions) {
     this.engine = options.engine;
@@ -221,6 +223,19 @@ export class QuotaService {
     });
   }
 
+  /** Group uninstall: removes every quota of the group and lifts their actions. Returns how many. */
+  removeGroup(groupId: string): Promise<number> {
+    return this.exclusive(async () => {
+      const owned = this.store.list().filter((quota) => quota.group_id === groupId);
+      for (const quota of owned) {
+        this.store.delete(quota.id);
+        this.pending.delete(quota.id);
+      }
+      await this.syncActions();
+      return owned.length;
+    });
+  }
+
   /** Zeroes the counter of the current period and lifts the action. */
   reset(id: number): Promise<Quota> {
     return this.exclusive(async () => {
@@ -238,7 +253,10 @@ export class QuotaService {
 
   /** One sample: count, roll periods over, apply actions of quotas that just reached their limit. */
   sample(): Promise<void> {
+    if (this.sampleQueued) return this.queue.then(() => {});
+    this.sampleQueued = true;
     return this.exclusive(async () => {
+      this.sampleQueued = false;
       if (this.closed) return;
       this.rollOverEnded();
       try {

@@ -341,3 +341,44 @@ test('a period that ended while the service was off rolls over at start', async 
   assert.equal((await getQuota(second, monthly.id)).used_bytes, 0);
   assert.equal((await getQuota(second, monthly.id)).period_start, new Date(2026, 3, 1).toISOString());
 });
+
+test('the periodic flush writes counts to SQLite without a shutdown (a crash loses only seconds)', async (t) => {
+  const dataDir = makeDataDir(t);
+  const app = await startTestApp(t, { dataDir, appOptions: { quotaSampleIntervalMs: 0, quotaFlushIntervalMs: 50, sampleIntervalMs: 0 } });
+  const exe = makeApp(t, dataDir);
+  const quota = await createQuota(app, quotaDraft(exe.path));
+  app.engine.addAppTraffic(exe.identity, { down: 123_456 });
+  await app.app.netclamp.quotas.sample();
+  const { default: Database } = await import('better-sqlite3');
+  const readStored = (): number => {
+    const db = new Database(path.join(dataDir, 'netclamp.db'), { readonly: true });
+    try {
+      return (db.prepare('SELECT used_bytes FROM quotas WHERE id = ?').get(Number(quota.id)) as { used_bytes: number }).used_bytes;
+    } finally {
+      db.close();
+    }
+  };
+  const deadline = Date.now() + 3000;
+  while (readStored() !== 123_456 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(readStored(), 123_456);
+});
+
+test('a group uninstall removes its quotas and their actions; group quotas are read-only through /quotas', async (t) => {
+  const app = await startQuotaApp(t);
+  const exe = makeApp(t, app.dataDir);
+  const quotas = app.app.netclamp.quotas;
+  const owned = await quotas.create({
+    name: 'group cap', app_path: exe.path, match_mode: 'EXACT_PATH', direction: 'BOTH', limit_bytes: 10,
+    period: 'NEVER', on_exceed: 'BLOCK', limit_rate_bytes_per_sec: null, enabled: true,
+  }, 'family');
+  assert.equal(owned.group_id, 'family');
+  const url = `/api/v1/quotas/${owned.id}`;
+  assertProblem(await app.request({ method: 'PUT', url, payload: quotaDraft(exe.path) }), 409);
+  assertProblem(await app.request({ method: 'DELETE', url }), 409);
+  app.engine.addAppTraffic(exe.identity, { up: 100 });
+  await quotas.sample();
+  assert.ok(app.engine.installed.has(INTERNAL_RULE_ID_BASE + Number(owned.id)));
+  assert.equal(await quotas.removeGroup('family'), 1);
+  assert.equal(app.engine.installed.size, 0);
+  assertProblem(await app.request({ method: 'GET', url }), 404);
+});
