@@ -7,7 +7,8 @@
  * bench/results/bench-<timestamp>.json.
  *
  * Flags: --quick | --paths loopback,veth,rtt20,rtt100 --directions upload,download
- * --limits 64K,1M,16M,128M,1G --conns 1,8 --shapers netclamp,trickle,htb --seconds N --max-minutes N.
+ * --limits 64K,1M,16M,128M,1G --conns 1,8 --shapers netclamp,trickle,htb --seconds N --max-minutes N
+ * --low-rate-seconds N (measured seconds at <= 128 KiB/s, default 16) --udp-paths loopback,veth,rtt20.
  * A cell whose limit the bare path cannot carry (baseline < 1.1x limit) is listed as not carried. Every
  * iperf3 run has a timeout and the whole run stops starting cells after --max-minutes; namespaces,
  * qdiscs, the relay and the service are removed in `finally` and by the exit hooks.
@@ -29,6 +30,8 @@ import { runCostSection, type CostReport } from './cost.js';
 type BenchPath = 'loopback' | 'veth' | 'rtt20' | 'rtt100';
 
 const UDP_LENGTH = 1400;
+/** Measured seconds for limits <= 128 KiB/s (--low-rate-seconds). */
+let lowRateSeconds = 16;
 
 const TARGET = { goodput: { min: 0.97, max: 1.02 }, wire: { min: 0.99, max: 1.01 }, udp: { min: 0.98, max: 1.02 } };
 
@@ -91,9 +94,9 @@ function clientCpu(result: IperfResult): number | null {
   return raw.end?.cpu_utilization_percent?.host_total ?? null;
 }
 
-function secondsFor(limit: number, base: number): { seconds: number; omit: number } {
+function secondsFor(limit: number, base: number, lowRateSeconds: number): { seconds: number; omit: number } {
   // One bucket or HTB burst (>= 64 KiB) released at once is a whole second at 64 KiB/s: run low rates longer.
-  if (limit <= 131072) return { seconds: Math.max(base, 16), omit: 2 };
+  if (limit <= 131072) return { seconds: Math.max(base, lowRateSeconds), omit: 2 };
   if (limit <= 1048576) return { seconds: Math.max(base, 8), omit: 1 };
   return { seconds: base, omit: 1 };
 }
@@ -111,6 +114,7 @@ async function main(): Promise<number> {
       seconds: { type: 'string' },
       'udp-paths': { type: 'string' },
       'max-minutes': { type: 'string', default: '90' },
+      'low-rate-seconds': { type: 'string', default: '16' },
     },
   });
   if (process.getuid?.() !== 0) {
@@ -126,6 +130,7 @@ async function main(): Promise<number> {
   const shaperNames = list(values.shapers) as ShaperName[];
   const baseSeconds = Number(values.seconds ?? preset.seconds);
   const udpPaths = list(values['udp-paths'] ?? preset.udp) as BenchPath[];
+  lowRateSeconds = Number(values['low-rate-seconds']);
   const deadline = Date.now() + Number(values['max-minutes']) * 60_000;
   const started = new Date();
 
@@ -259,7 +264,7 @@ async function measureTcp(
 ): Promise<Run> {
   const outcome = emptyRun(shaper.name, '');
   delete outcome.error;
-  const { seconds, omit } = secondsFor(cell.limitBytesPerSec, baseSeconds);
+  const { seconds, omit } = secondsFor(cell.limitBytesPerSec, baseSeconds, lowRateSeconds);
   let prepared: Awaited<ReturnType<Shaper['prepare']>> | null = null;
   try {
     prepared = await shaper.prepare({ path: entry.path, direction: cell.direction, limitBytesPerSec: cell.limitBytesPerSec, serverPort: entry.server.port, protocol: 'tcp' });
