@@ -266,7 +266,8 @@ export class GroupService {
   private async pollOnce(subscription: StoredSubscription, first: boolean): Promise<SubscriptionResult> {
     const { url } = subscription;
     const fail = (status: number, detail: string, headers?: Record<string, string>): ProblemError => {
-      if (!first && !this.closing.signal.aborted) {
+      // Nothing to record for a subscription that is gone (uninstalled during the poll) or being shut down.
+      if (!first && !this.closing.signal.aborted && this.store.getSubscription(url) !== undefined) {
         this.store.recordPoll(url, this.now().toISOString(), detail);
         this.events.emit('group_error', { group_id: subscription.group_id ?? '', detail });
         this.log.warn({ url, detail }, 'subscription poll failed; the last good bundle stays installed');
@@ -296,11 +297,12 @@ export class GroupService {
     }
     const next: StoredSubscription = { ...subscription, group_id: bundle.id, etag: fetched.etag, last_fetch_at: fetchedAt, last_error: null };
     if (!first && this.sameAsInstalled(bundle)) {
-      this.store.putSubscription(next);
+      // An UPDATE, not a put: a subscription deleted while this poll ran stays deleted.
+      this.store.recordFetch(next);
       return this.result(url, false);
     }
     try {
-      await this.write(bundle, url, next);
+      await this.write(bundle, url, next, first);
     } catch (error) {
       if (error instanceof ProblemError) throw fail(error.status, error.detail, error.headers);
       throw error;
@@ -311,9 +313,11 @@ export class GroupService {
 
   /**
    * Installs `bundle` as group `bundle.id` from `source`, replacing its rules; `subscription` (for a
-   * subscription's poll) is written in the same transaction.
+   * subscription's poll) is written in the same transaction, and must still exist unless `firstFetch`.
    */
-  private async write(bundle: Bundle, source: string, subscription: StoredSubscription | null): Promise<{ previous: StoredGroup | undefined }> {
+  private async write(
+    bundle: Bundle, source: string, subscription: StoredSubscription | null, firstFetch = false,
+  ): Promise<{ previous: StoredGroup | undefined }> {
     let previous: StoredGroup | undefined;
     let previousSubscription: StoredSubscription | undefined;
     let previousQuotas: StoredQuota[] = [];
@@ -332,6 +336,10 @@ export class GroupService {
         });
         if (subscription !== null) {
           previousSubscription = this.store.getSubscription(subscription.url);
+          // A poll that finishes after its group was uninstalled must not bring either back.
+          if (previousSubscription === undefined && !firstFetch) {
+            throw new ProblemError(404, `the subscription ${subscription.url} was removed while it was polled`);
+          }
           this.store.putSubscription(subscription);
         }
         const now = this.now();

@@ -80,6 +80,12 @@ export class GroupsStore {
     this.db.prepare('UPDATE subscriptions SET last_fetch_at = ?, last_error = ? WHERE url = ?').run(fetchedAt, error, url);
   }
 
+  /** Records a good fetch that changed nothing (new ETag, no error) of a subscription that still exists. */
+  recordFetch(subscription: StoredSubscription): void {
+    this.db.prepare('UPDATE subscriptions SET group_id = @group_id, etag = @etag, last_fetch_at = @last_fetch_at, last_error = NULL WHERE url = @url')
+      .run(subscription);
+  }
+
   deleteSubscription(url: string): boolean {
     return this.db.prepare('DELETE FROM subscriptions WHERE url = ?').run(url).changes > 0;
   }

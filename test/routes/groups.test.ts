@@ -509,3 +509,23 @@ test('bundle quotas: installed with the group (quota_ids, read-only through /quo
   assert.equal((await app.request({ method: 'DELETE', url: '/api/v1/groups/work-blocks' })).statusCode, 204);
   assert.deepEqual((await app.request({ method: 'GET', url: '/api/v1/quotas' })).json(), []);
 });
+
+test('an uninstall while a poll is in flight wins: the poll does not bring the group or subscription back', async (t) => {
+  const app = await startTestApp(t);
+  const source = await startSource(t);
+  let delayMs = 0;
+  let current = bundle();
+  const serve = serveBundle(() => current, () => `"${String(current.version)}"`);
+  source.routes.set('/b.json', (request, response) => { setTimeout(() => serve(request, response), delayMs); });
+  const url = `${source.base}/b.json`;
+  assert.equal((await app.request({ method: 'POST', url: '/api/v1/groups/subscribe', payload: { url, interval_sec: 60 } })).statusCode, 201);
+
+  delayMs = 300;
+  current = bundle({ version: '2' });
+  const polling = app.request({ method: 'POST', url: '/api/v1/groups/work-blocks/refresh' });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal((await app.request({ method: 'DELETE', url: '/api/v1/groups/work-blocks' })).statusCode, 204);
+  assertProblem(await polling, 404);
+  assert.deepEqual((await app.request({ method: 'GET', url: '/api/v1/groups' })).json(), { groups: [], subscriptions: [] });
+  assert.equal(app.engine.installed.size, 0);
+});
