@@ -18,6 +18,7 @@ export const GROUP_ID_PATTERN = '^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$';
 export const MAX_RULES_PER_BUNDLE = 1000;
 export const MAX_QUOTAS_PER_BUNDLE = 1000;
 export const MIN_INTERVAL_SEC = 60;
+export const MAX_INTERVAL_SEC = 7 * 24 * 3600;
 
 export const BundleSchema = Type.Object({
   id: Type.String({ pattern: GROUP_ID_PATTERN, description: 'slug: a-z, 0-9, ".", "_", "-"; at most 64 characters' }),
@@ -69,7 +70,7 @@ export type GroupList = Static<typeof GroupListSchema>;
 
 export const SubscribeBodySchema = Type.Object({
   url: Type.String({ minLength: 1, maxLength: 2048, description: 'https, or http to a loopback host only' }),
-  interval_sec: Type.Integer({ minimum: MIN_INTERVAL_SEC, maximum: 30 * 24 * 3600 }),
+  interval_sec: Type.Integer({ minimum: MIN_INTERVAL_SEC, maximum: MAX_INTERVAL_SEC }),
 }, { additionalProperties: false });
 export type SubscribeBody = Static<typeof SubscribeBodySchema>;
 

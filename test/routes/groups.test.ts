@@ -251,6 +251,7 @@ test('subscribe: 400 for a non-https URL off loopback, another scheme, or interv
     [{ url: 'not a url', interval_sec: 3600 }, /url: must be an absolute URL/],
     [{ url: 'https://user:pw@example.com/b.json', interval_sec: 3600 }, /url: must not carry credentials/],
     [{ url: 'https://example.com/b.json', interval_sec: 59 }, /interval_sec: must be >= 60/],
+    [{ url: 'https://example.com/b.json', interval_sec: 604801 }, /interval_sec: must be <= 604800/],
     [{ url: 'https://example.com/b.json' }, /interval_sec: is required/],
   ];
   for (const [payload, expected] of cases) {
