@@ -2,7 +2,7 @@
  * A quota on real traffic: a copy of curl downloads from a loopback server that paces its answer at
  * 1 MiB/s (so "within one second" is measurable in bytes), under a 20 MiB DAILY quota with BLOCK. The
  * download must be cut off between 20 and 21 MiB, exactly one quota_exceeded must arrive on /events, and
- * after POST /quotas/{id}/reset the copy gets through again.
+ * the count and the block survive a restart, and after POST /quotas/{id}/reset the copy gets through again.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -97,13 +97,15 @@ describe('quota (e2e, loopback)', privilegedSuite(), () => {
     t.diagnostic(`curl exit ${cut.code}, ${(cut.bytes / MiB).toFixed(3)} MiB received; ${cut.stderr.trim()}`);
     assert.notEqual(cut.code, 28, 'the download ran into its own time limit: the quota never cut it off');
     assert.notEqual(cut.code, 0);
-    assert.ok(cut.bytes >= 20 * MiB, `cut off too early: ${cut.bytes} bytes`);
-    assert.ok(cut.bytes <= 21 * MiB, `cut off too late: ${cut.bytes} bytes (more than one second of traffic over)`);
-
     const exceeded = await service.expect<QuotaBody>(200, 'GET', `/quotas/${quota.id}`);
     t.diagnostic(`used_bytes ${exceeded.used_bytes} (${(exceeded.used_bytes / MiB).toFixed(3)} MiB)`);
     assert.equal(exceeded.exceeded, true);
+    // What the quota counts (wire bytes both ways) stops between the limit and one second of traffic past it.
     assert.ok(exceeded.used_bytes >= 20 * MiB && exceeded.used_bytes <= 21 * MiB, `used_bytes ${exceeded.used_bytes}`);
+    // curl's body count lacks the IP/TCP headers and the ACKs the quota counted (about 0.3% here), so a cut
+    // right at the limit leaves it up to that much under 20 MiB; more than 0.5% under is a premature cut.
+    assert.ok(cut.bytes >= 20 * MiB * 0.995, `cut off too early: ${cut.bytes} bytes`);
+    assert.ok(cut.bytes <= 21 * MiB, `cut off too late: ${cut.bytes} bytes (more than one second of traffic over)`);
 
     // While exceeded, a new connection of the copy is refused at once.
     const refused = await timedRun(app.path, ['-sS', '-o', '/dev/null', '--max-time', '5', server.url('/small')], 10_000);
@@ -114,10 +116,25 @@ describe('quota (e2e, loopback)', privilegedSuite(), () => {
     assert.equal(exceededEvents.length, 1, `quota_exceeded events: ${JSON.stringify(exceededEvents)}`);
     assert.equal((exceededEvents[0]!.data as { quota_id: string }).quota_id, quota.id);
 
+    // A restart keeps the count and the block (the fresh engine gets the action again at start).
+    events.close();
+    const stopped = await service.stop();
+    assert.equal(stopped.code, 0, `service exit: ${JSON.stringify(stopped)}`);
+    await service.restart();
+    const restarted = await service.expect<QuotaBody>(200, 'GET', `/quotas/${quota.id}`);
+    assert.equal(restarted.exceeded, true);
+    assert.ok(restarted.used_bytes >= exceeded.used_bytes, `count lost in the restart: ${restarted.used_bytes} < ${exceeded.used_bytes}`);
+    const stillRefused = await timedRun(app.path, ['-sS', '-o', '/dev/null', '--max-time', '5', server.url('/small')], 10_000);
+    assert.notEqual(stillRefused.code, 0, 'after a restart the copy got through although over its quota');
+    // Last-Event-ID 0 (older than this run) replays everything the new run has sent, start-up included.
+    const resumed = await openSse(`${service.baseUrl}/events`, { authorization: `Bearer ${service.token}`, 'last-event-id': '0' });
+    t.after(() => resumed.close());
+
     const reset = await service.expect<QuotaBody>(200, 'POST', `/quotas/${quota.id}/reset`);
     assert.equal(reset.exceeded, false);
     assert.ok(reset.used_bytes < 64 * 1024, `used_bytes after reset: ${reset.used_bytes}`);
-    await events.waitFor((client) => client.events.some((event) => event.event === 'quota_reset'), 3000, 'quota_reset');
+    await resumed.waitFor((client) => client.events.some((event) => event.event === 'quota_reset'), 3000, 'quota_reset');
+    assert.equal(resumed.events.filter((event) => event.event === 'quota_exceeded').length, 0, 'the restart announced the exceed again');
 
     const again = await timedRun(app.path, ['-sS', '-o', '/dev/null', '--max-time', '5', server.url('/small')], 10_000);
     assert.equal(again.code, 0, `after reset the copy is still blocked: ${again.stderr}`);
