@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "netclamp_shared.h"
 
 #define AF_INET 2
@@ -27,6 +28,8 @@ char LICENSE[] SEC("license") = "GPL";
 /* Written by user space through the mmapped .bss. */
 volatile __u32 exempt_tgid;
 volatile __u32 generation;
+/* Non-zero while a FILENAME/DIRECTORY rule is installed: only then are execs reported. */
+volatile __u32 exec_watch;
 /* Shaping knobs (milliseconds of the rate); user space sets them at open(). */
 volatile __u32 egress_debt_ms = 300;
 volatile __u32 ingress_burst_ms = 40;
@@ -725,5 +728,40 @@ int nc_iter_destroy(struct bpf_iter__tcp *ctx)
 		nc_count_totals(0, 0, 1);
 		nc_count_app(t, 0, 0, 1);
 	}
+	return 0;
+}
+
+/* ---- exec notifications (FILENAME / DIRECTORY rules) --------------------------------------------- */
+
+/*
+ * Every exec, reported to user space as it happens, so pattern rules can add the new executable's
+ * identity before the process does much networking. Sockets it opens before the identity lands are
+ * still judged per packet against the identity lists, so late tagging only delays enforcement.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} nc_execs SEC(".maps");
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(nc_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (!exec_watch)
+		return 0;
+	struct nc_exec_event *e = bpf_ringbuf_reserve(&nc_execs, sizeof(*e), 0);
+
+	if (!e)
+		return 0;
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+
+	e->app.ino = BPF_CORE_READ(inode, i_ino);
+	e->app.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	e->app.pad = 0;
+	e->tgid = BPF_CORE_READ(task, tgid);
+	e->pad = 0;
+	bpf_probe_read_kernel_str(e->name, sizeof(e->name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), BPF_CORE_READ(bprm, filename));
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -8,6 +8,9 @@
 #define NC_MAX_RULES 4096       /* slots in the rules array */
 #define NC_MAX_LIST 64          /* rules one application can be subject to (its own + global) */
 #define NC_MAX_IDS_PER_RULE 4   /* identities (inodes) kept per rule across executable replacements */
+#define NC_MAX_IDS_PER_PATTERN 64 /* identities a FILENAME/DIRECTORY rule holds (least recently seen evicted) */
+#define NC_EXEC_NAME 256        /* NAME_MAX + 1 */
+#define NC_EXEC_PATH 256        /* exec path as the caller gave it (user space prefers /proc/pid/exe) */
 
 #define NC_MIN_BUCKET 65536ULL  /* GSO/GRO hand the hooks skbs of up to 64 KiB */
 #define NC_MAX_RATE (1ULL << 34) /* bytes/s; keeps refill arithmetic inside 64 bits */
@@ -79,6 +82,15 @@ struct nc_sk_tag {
 	__u8 pad[2];
 	__u32 cache_gen;     /* generation + 1 the cached decision belongs to, 0 = none */
 	__s32 cache_slot;    /* cached decision: rule slot, -1 = no rule matched */
+};
+
+/* One exec, from nc_exec to the backend's exec watcher (ring buffer nc_execs). */
+struct nc_exec_event {
+	struct nc_app_key app; /* the executed file's identity */
+	__u32 tgid;
+	__u32 pad;
+	char name[NC_EXEC_NAME]; /* the executed file's own name (after symlinks) */
+	char path[NC_EXEC_PATH]; /* the path passed to execve, possibly relative */
 };
 
 #endif

@@ -47,7 +47,7 @@ describe('Linux data plane (NativeEngine, loopback)', privilegedSuite(), () => {
 
   test('status is OPEN with filtering and shaping attached', () => {
     const status = engine.status();
-    assert.deepEqual(status, { platform: 'linux', filtering: true, shaping: true, state: 'OPEN', detail: null });
+    assert.deepEqual(status, { platform: 'linux', filtering: true, shaping: true, state: 'OPEN', detail: null, restarts: 0 });
   });
 
   test('BLOCK: the copy fails at once, /usr/bin/curl still works, the attempt is counted', async () => {
@@ -244,12 +244,15 @@ describe('Linux data plane (NativeEngine, loopback)', privilegedSuite(), () => {
     assert.ok(!(await engine.installedRules()).some((r) => r.id === id), 'the rule stayed installed');
   });
 
-  test('FILENAME and DIRECTORY match modes are refused as UNSUPPORTED', async () => {
+  test('FILENAME and DIRECTORY rules install (and read back) before any executable matches them', async () => {
+    // Enforcement is tested in match.test.ts; here only that a pattern with no file behind it is not ENOENT.
     for (const matchMode of ['FILENAME', 'DIRECTORY'] as const) {
-      await assert.rejects(
-        engine.applyRule(rule({ id: newId(), action: 'BLOCK', appPath: app.path, matchMode })),
-        (error: unknown) => error instanceof EngineError && error.code === 'UNSUPPORTED',
-      );
+      const r = rule({ id: newId(), action: 'BLOCK', appPath: `/nonexistent/netclamp-${process.pid}-${matchMode}`, matchMode });
+      await withRules([r], async () => {
+        const installed = (await engine.installedRules()).find((i) => i.id === r.id);
+        assert.equal(installed?.fingerprint, fingerprintOf(r), `${matchMode} rule not read back`);
+      });
+      assert.ok(!(await engine.installedRules()).some((i) => i.id === r.id), `${matchMode} rule stayed installed`);
     }
   });
 

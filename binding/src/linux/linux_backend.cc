@@ -10,9 +10,12 @@
 #include <sched.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdlib>
@@ -25,6 +28,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -149,6 +153,28 @@ void ParseRemote(const std::string& text, nc_rule& r) {
   std::memcpy(r.mask, mask, 16);
 }
 
+nc_app_key KeyOfStat(const struct stat& st) {
+  nc_app_key key = {};
+  key.ino = st.st_ino;
+  key.dev = (major(st.st_dev) << 20) | minor(st.st_dev);  // the kernel's s_dev encoding
+  return key;
+}
+
+std::string BaseName(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// Does a FILENAME/DIRECTORY rule on `rule_path` cover the executable at `exe_path` (named `exe_name`)?
+bool PatternMatches(MatchMode mode, const std::string& rule_path, const std::string& exe_path,
+                    const std::string& exe_name) {
+  if (mode == MatchMode::Filename) return !exe_name.empty() && exe_name == BaseName(rule_path);
+  if (mode != MatchMode::Directory || exe_path.empty()) return false;
+  std::string dir = rule_path;
+  if (dir.empty() || dir.back() != '/') dir += '/';
+  return exe_path.compare(0, dir.size(), dir) == 0;  // recursive: any depth below the folder
+}
+
 // Restores the calling thread's network namespace when it goes out of scope.
 class NetnsGuard {
  public:
@@ -181,6 +207,7 @@ class LinuxBackend : public Backend {
   ~LinuxBackend() override { Detach("engine destroyed"); }
 
   void Open(uint32_t exempt_pid) override {
+    std::lock_guard<std::recursive_timed_mutex> rules_lock(rules_mu_);
     if (skel_) return;
     TakeLibbpfLogTail();
     std::string cgroup = FindCgroup2Mount();
@@ -223,6 +250,7 @@ class LinuxBackend : public Backend {
       }
     }
     TagExistingSockets();
+    StartExecWatcher();
 
     free_slots_.clear();
     for (uint32_t slot = 0; slot < NC_MAX_RULES; slot++) free_slots_.push_back(slot);
@@ -266,9 +294,12 @@ class LinuxBackend : public Backend {
   std::vector<ConnectionInfo> Connections() override { return sockets_.Read(); }
 
   void ApplyRule(const RuleSpec& spec) override {
+    std::lock_guard<std::recursive_timed_mutex> rules_lock(rules_mu_);
     RequireOpen();
-    if (spec.match_mode != MatchMode::ExactPath)
-      throw BackendError("UNSUPPORTED", "match mode FILENAME/DIRECTORY is not supported yet on Linux; use EXACT_PATH");
+    bool pattern = spec.match_mode != MatchMode::ExactPath && !spec.app_path.empty();
+    if (pattern && !exec_link_)
+      throw BackendError("UNSUPPORTED", "FILENAME/DIRECTORY rules need exec notifications (tp_btf/sched_process_exec), "
+                                        "which this kernel refused: " + exec_watch_error_);
     if (spec.id == 0 || spec.id > 0x7fffffffu) throw BackendError("EINVAL", "rule id out of range", EINVAL);
 
     nc_rule entry = {};
@@ -294,7 +325,15 @@ class LinuxBackend : public Backend {
 
     // Identity of the executable; a missing file removes any previous version of the rule.
     std::vector<nc_app_key> identities;
-    if (!spec.app_path.empty()) {
+    if (pattern) {
+      // Keep what the rule already learned (those executables still match), then add every running
+      // process that matches now; later execs arrive through the exec watcher.
+      auto previous = rules_.find(spec.id);
+      if (previous != rules_.end() && previous->second.pattern && previous->second.spec.match_mode == spec.match_mode &&
+          previous->second.spec.app_path == spec.app_path)
+        identities = previous->second.identities;
+      for (const nc_app_key& k : ScanRunningProcesses(spec.match_mode, spec.app_path)) TouchIdentity(identities, k);
+    } else if (!spec.app_path.empty()) {
       struct stat st;
       if (stat(spec.app_path.c_str(), &st) != 0) {
         int err = errno;
@@ -324,7 +363,7 @@ class LinuxBackend : public Backend {
     bool existed = old != next.end();
     uint32_t old_slot = existed ? old->second.slot : 0;
     bool scope_changed = existed && old->second.spec.scope != spec.scope;
-    next[spec.id] = Installed{spec, slot, identities};
+    next[spec.id] = Installed{spec, slot, identities, pattern};
     auto lists = BuildLists(next);  // throws before anything is written if a list overflows
 
     // Order for atomicity: the new rule entry in a fresh slot, then the lists pointing at it, then
@@ -342,10 +381,12 @@ class LinuxBackend : public Backend {
     BumpGeneration();
     if (existed) free_slots_.push_back(old_slot);
     if (scope_changed) DeleteBuckets(spec.id);
+    SetExecWatch();
     DestroyBlockedConnections();
   }
 
   void RemoveRule(uint32_t id) override {
+    std::lock_guard<std::recursive_timed_mutex> rules_lock(rules_mu_);
     RequireOpen();
     auto it = rules_.find(id);
     if (it == rules_.end()) return;
@@ -358,6 +399,7 @@ class LinuxBackend : public Backend {
     free_slots_.push_back(slot);
     bpf_map__delete_elem(skel_->maps.nc_rule_stats, &id, sizeof id, 0);
     DeleteBuckets(id);
+    SetExecWatch();
     // Removing a higher-priority ALLOW may expose a BLOCK underneath.
     DestroyBlockedConnections();
   }
@@ -445,7 +487,10 @@ class LinuxBackend : public Backend {
   struct Installed {
     RuleSpec spec;
     uint32_t slot;
-    std::vector<nc_app_key> identities;  // empty = every application
+    std::vector<nc_app_key> identities;  // empty = every application, unless pattern
+    // FILENAME/DIRECTORY: identities are the executables seen so far, least recently seen first; empty
+    // means none yet (the rule then applies to no socket).
+    bool pattern = false;
   };
   using Lists = std::map<nc_app_key, nc_rule_list>;
 
@@ -475,6 +520,8 @@ class LinuxBackend : public Backend {
   }
 
   void Detach(const std::string& why) {
+    std::lock_guard<std::recursive_timed_mutex> rules_lock(rules_mu_);
+    StopExecWatcher();
     {
       std::lock_guard<std::mutex> lock(status_mu_);
       link_fds_.clear();
@@ -507,9 +554,17 @@ class LinuxBackend : public Backend {
     lists[global] = nc_rule_list{};
     for (const Installed* r : ordered)
       for (const nc_app_key& k : r->identities) lists.emplace(k, nc_rule_list{});
+    // Each pattern rule also sits in a list of its own under a key no socket has ({ino 0, dev 2^31 | id}),
+    // so installedRules() reads it back from the kernel even before it has seen an executable.
+    for (const Installed* r : ordered)
+      if (r->pattern) lists.emplace(PatternAnchor(r->spec.id), nc_rule_list{});
     for (auto& [key, list] : lists) {
+      if (key.ino == 0 && (key.dev & 0x80000000u)) {
+        list.slots[list.count++] = rules.at(key.dev & 0x7fffffffu).slot;
+        continue;
+      }
       for (const Installed* r : ordered) {
-        bool applies = r->identities.empty() ||
+        bool applies = (r->identities.empty() && !r->pattern) ||
                        (!(key == global) &&
                         std::find(r->identities.begin(), r->identities.end(), key) != r->identities.end());
         if (!applies) continue;
@@ -619,6 +674,150 @@ class LinuxBackend : public Backend {
     ForEachNetns([this] { RunIterator(skel_->progs.nc_iter_destroy); });
   }
 
+  static nc_app_key PatternAnchor(uint32_t rule_id) {
+    nc_app_key key = {};
+    key.dev = 0x80000000u | rule_id;
+    return key;
+  }
+
+  // Moves `key` to the most recently seen end, adding it if new and evicting the least recently seen
+  // beyond NC_MAX_IDS_PER_PATTERN. Returns whether the set changed (not just its order).
+  static bool TouchIdentity(std::vector<nc_app_key>& ids, const nc_app_key& key) {
+    auto it = std::find(ids.begin(), ids.end(), key);
+    bool added = it == ids.end();
+    if (!added) ids.erase(it);
+    ids.push_back(key);
+    if (ids.size() > NC_MAX_IDS_PER_PATTERN) ids.erase(ids.begin(), ids.end() - NC_MAX_IDS_PER_PATTERN);
+    return added;
+  }
+
+  // Identities of the running processes whose executable a FILENAME/DIRECTORY rule covers.
+  static std::vector<nc_app_key> ScanRunningProcesses(MatchMode mode, const std::string& rule_path) {
+    std::vector<nc_app_key> found;
+    std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
+    if (!proc) return found;
+    while (dirent* d = readdir(proc.get())) {
+      if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+      std::string exe_link = std::string("/proc/") + d->d_name + "/exe";
+      std::string path = ReadExePath(exe_link);
+      if (path.empty() || !PatternMatches(mode, rule_path, path, BaseName(path))) continue;
+      struct stat st;
+      if (stat(exe_link.c_str(), &st) != 0) continue;
+      nc_app_key key = KeyOfStat(st);
+      if (std::find(found.begin(), found.end(), key) == found.end()) found.push_back(key);
+    }
+    return found;
+  }
+
+  // readlink of /proc/<pid>/exe without the " (deleted)" the kernel appends for a removed file.
+  static std::string ReadExePath(const std::string& exe_link) {
+    char buf[PATH_MAX];
+    ssize_t n = readlink(exe_link.c_str(), buf, sizeof buf - 1);
+    if (n <= 0) return "";
+    std::string path(buf, static_cast<size_t>(n));
+    static const std::string deleted = " (deleted)";
+    if (path.size() > deleted.size() && path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
+      path.resize(path.size() - deleted.size());
+    return path;
+  }
+
+  // Execs are reported by the kernel only while some pattern rule is installed.
+  void SetExecWatch() {
+    if (!skel_) return;
+    bool any = false;
+    for (const auto& [id, r] : rules_) any |= r.pattern;
+    __atomic_store_n(&skel_->bss->exec_watch, any ? 1u : 0u, __ATOMIC_SEQ_CST);
+  }
+
+  // Attaches nc_exec and starts the thread that consumes its ring buffer. A kernel that refuses the
+  // tracepoint leaves the rest of the engine working; pattern rules then get UNSUPPORTED.
+  void StartExecWatcher() {
+    exec_watch_error_.clear();
+    exec_link_ = bpf_program__attach(skel_->progs.nc_exec);
+    if (!exec_link_) {
+      exec_watch_error_ = std::string("attach: ") + std::strerror(errno);
+      return;
+    }
+    exec_ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.nc_execs), &LinuxBackend::OnExecEvent, this, nullptr);
+    if (!exec_ring_) {
+      exec_watch_error_ = std::string("ring buffer: ") + std::strerror(errno);
+      bpf_link__destroy(exec_link_);
+      exec_link_ = nullptr;
+      return;
+    }
+    exec_stop_ = false;
+    exec_thread_ = std::thread([this] { ExecWatchLoop(); });
+  }
+
+  void StopExecWatcher() {
+    exec_stop_ = true;
+    if (exec_thread_.joinable()) exec_thread_.join();
+    if (exec_ring_) ring_buffer__free(exec_ring_);
+    exec_ring_ = nullptr;
+    if (exec_link_) bpf_link__destroy(exec_link_);
+    exec_link_ = nullptr;
+    exec_pending_.clear();
+  }
+
+  static int OnExecEvent(void* ctx, void* data, size_t size) {
+    if (size < sizeof(nc_exec_event)) return 0;
+    auto* self = static_cast<LinuxBackend*>(ctx);
+    self->exec_pending_.push_back(*static_cast<const nc_exec_event*>(data));
+    return 0;
+  }
+
+  void ExecWatchLoop() {
+    while (!exec_stop_) {
+      ring_buffer__poll(exec_ring_, 100);  // wakes as soon as an exec is reported
+      if (exec_pending_.empty()) continue;
+      std::vector<nc_exec_event> events;
+      events.swap(exec_pending_);
+      // Detach() holds the lock while it waits for this thread: never block on it indefinitely.
+      std::unique_lock<std::recursive_timed_mutex> lock(rules_mu_, std::defer_lock);
+      while (!exec_stop_ && !lock.try_lock_for(std::chrono::milliseconds(20))) {
+      }
+      if (!lock.owns_lock()) return;
+      try {
+        LearnExecs(events);
+      } catch (...) {
+        // A list that would overflow (E2BIG) or a map write that failed: the identity is not learned;
+        // the rule stays as it was, and the next apply or exec tries again.
+      }
+    }
+  }
+
+  // Adds the identities of matching execs to their pattern rules and rewrites the lists if that changed.
+  void LearnExecs(const std::vector<nc_exec_event>& events) {
+    if (!skel_ || GetStatus().state != "OPEN") return;
+    std::map<uint32_t, Installed> next = rules_;
+    bool changed = false;
+    for (const nc_exec_event& e : events) {
+      std::string name(e.name, strnlen(e.name, sizeof e.name));
+      std::string path;
+      bool need_path = false;
+      for (const auto& [id, r] : next) need_path |= r.pattern && r.spec.match_mode == MatchMode::Directory;
+      if (need_path) {
+        // The full path of what was executed: /proc/<pid>/exe if the process still runs that file,
+        // else the execve argument when it was absolute.
+        std::string exe_link = "/proc/" + std::to_string(e.tgid) + "/exe";
+        struct stat st;
+        if (stat(exe_link.c_str(), &st) == 0 && KeyOfStat(st) == e.app) path = ReadExePath(exe_link);
+        if (path.empty() && e.path[0] == '/') path.assign(e.path, strnlen(e.path, sizeof e.path));
+      }
+      for (auto& [id, r] : next)
+        if (r.pattern && PatternMatches(r.spec.match_mode, r.spec.app_path, path, name))
+          changed |= TouchIdentity(r.identities, e.app);
+    }
+    if (!changed) {
+      rules_ = std::move(next);  // recency order only
+      return;
+    }
+    auto lists = BuildLists(next);
+    WriteLists(lists);
+    rules_ = std::move(next);
+    BumpGeneration();
+  }
+
   std::mutex status_mu_;
   Status status_;
   netclamp_bpf* skel_ = nullptr;
@@ -632,6 +831,15 @@ class LinuxBackend : public Backend {
   std::map<uint32_t, Installed> rules_;
   std::deque<uint32_t> free_slots_;
   std::set<nc_app_key> list_keys_;
+  // Guards rules_, free_slots_, list_keys_ and the kernel tables against the exec watcher thread (the
+  // addon already serializes its own calls). Recursive: ApplyRule -> RemoveRule, Open -> Fail -> Detach.
+  std::recursive_timed_mutex rules_mu_;
+  bpf_link* exec_link_ = nullptr;
+  ring_buffer* exec_ring_ = nullptr;
+  std::thread exec_thread_;
+  std::atomic<bool> exec_stop_{false};
+  std::vector<nc_exec_event> exec_pending_;  // filled by OnExecEvent, on the watcher thread only
+  std::string exec_watch_error_ = "the engine is not open";
 };
 
 }  // namespace
