@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetLab, type IperfServer, type NetPath } from '../test/net/netlab.js';
 import { copyExecutable, runIperf, type IperfResult } from '../test/net/iperf.js';
-import { repoRoot, run } from '../test/net/exec.js';
+import { repoRoot, run, sleep } from '../test/net/exec.js';
 import { NetClampService } from '../test/e2e/service.js';
 import {
   HtbShaper, NetClampShaper, TCP_FRAME_OVERHEAD, TrickleShaper, UDP_FRAME_OVERHEAD, jainIndex,
@@ -268,9 +268,15 @@ async function measureTcp(
   let prepared: Awaited<ReturnType<Shaper['prepare']>> | null = null;
   try {
     prepared = await shaper.prepare({ path: entry.path, direction: cell.direction, limitBytesPerSec: cell.limitBytesPerSec, serverPort: entry.server.port, protocol: 'tcp' });
-    const result = await runIperf({
+    const options = {
       ns: entry.path.clientNs, binary: prepared.binary === 'app' ? appPath : plainPath, prefix: prepared.prefix,
       server: entry.server, seconds, omitSeconds: omit, parallel: cell.connections, reverse: cell.direction === 'download',
+    };
+    // Over a delayed path the server may still be closing the previous test: retry once after it has.
+    const result = await runIperf(options).catch(async (error: Error) => {
+      if (!/server is busy/.test(error.message)) throw error;
+      await sleep(3000);
+      return runIperf(options);
     });
     outcome.goodputBytesPerSec = result.goodputBytesPerSec;
     outcome.ratio = result.goodputBytesPerSec / cell.limitBytesPerSec;
