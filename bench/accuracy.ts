@@ -160,7 +160,12 @@ async function main(): Promise<number> {
       if (!baselines.has(key)) {
         const entry = paths.get(kind)!;
         try {
-          const result = await runIperf({ ns: entry.path.clientNs, binary: plain.path, server: entry.server, seconds: 3, omitSeconds: 1, parallel: conns, reverse: direction === 'download' });
+          const options = { ns: entry.path.clientNs, binary: plain.path, server: entry.server, seconds: 3, omitSeconds: 1, parallel: conns, reverse: direction === 'download' };
+          const result = await runIperf(options).catch(async (error: Error) => {
+            if (!/server is busy/.test(error.message)) throw error;
+            await sleep(3000);
+            return runIperf(options);
+          });
           baselines.set(key, result.goodputBytesPerSec);
         } catch (error) {
           console.error(`  baseline ${key}: ${(error as Error).message}`);
