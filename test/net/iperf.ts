@@ -93,15 +93,14 @@ export async function runIperf(options: IperfOptions): Promise<IperfResult> {
     args.push('-u', '-b', String(Math.round(options.udpBytesPerSec * 8)));
     if (options.udpLength) args.push('-l', String(options.udpLength));
   }
-  const result = await run('ip', args, {
-    allowFailure: true,
-    timeoutMs: (options.seconds + (options.omitSeconds ?? 0) + 20) * 1000,
-  });
+  const timeoutMs = (options.seconds + (options.omitSeconds ?? 0) + 20) * 1000;
+  const result = await run('ip', args, { allowFailure: true, timeoutMs });
   let parsed: IperfJson;
   try {
     parsed = JSON.parse(result.stdout) as IperfJson;
   } catch {
-    throw new Error(`iperf3 gave no JSON (exit ${result.code}): ${result.stderr.trim() || result.stdout.slice(0, 400)}`);
+    const detail = result.stderr.trim() || result.stdout.slice(0, 400) || `no output: killed at the ${timeoutMs / 1000} s timeout?`;
+    throw new Error(`iperf3 gave no JSON (exit ${result.code}): ${detail}`);
   }
   if (parsed.error || result.code !== 0) {
     throw new Error(`iperf3 failed (exit ${result.code}): ${parsed.error ?? result.stderr.trim()}`);
