@@ -123,6 +123,11 @@ export class HtbShaper implements Shaper {
     await tc(['qdisc', 'add', 'dev', device, 'root', 'handle', '1:', 'htb']);
     await tc(['class', 'add', 'dev', device, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', rate, 'ceil', rate,
       'burst', burst, 'cburst', burst, 'quantum', '65536']);
+    // The class's default FIFO holds txqueuelen packets: at 64 KiB/s that is minutes of queue, and the
+    // iperf3 control connection (same server port) then waits behind it past the run's timeout. A byte
+    // FIFO of 200 ms of rate (at least 256 KiB) is what a user would configure.
+    const queueBytes = String(Math.max(262144, Math.round(request.limitBytesPerSec / 5)));
+    await tc(['qdisc', 'add', 'dev', device, 'parent', '1:10', 'handle', '10:', 'bfifo', 'limit', queueBytes]);
     const portMatch = direction === 'upload' ? 'dport' : 'sport';
     const proto = request.protocol === 'udp' ? '17' : '6';
     await tc(['filter', 'add', 'dev', device, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
