@@ -10,6 +10,7 @@
  *
  * Writes, samples and flushes run through one queue, so an API reset never interleaves with a sample.
  */
+import { SerialQueue } from './serial-queue.js';
 import fs from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 import {
@@ -115,7 +116,7 @@ export class QuotaService {
   private readonly now: () => Date;
   private readonly readAppCounters: AppCounterReader | null;
   private readonly timers: NodeJS.Timeout[] = [];
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   /** Bytes counted since the last flush, per quota id. */
   private readonly pending = new Map<number, number>();
   /** Last cumulative reading per identity; null = no valid baseline (start, or engine re-opened). */
@@ -253,7 +254,7 @@ export class QuotaService {
 
   /** One sample: count, roll periods over, apply actions of quotas that just reached their limit. */
   sample(): Promise<void> {
-    if (this.sampleQueued) return this.queue.then(() => {});
+    if (this.sampleQueued) return this.queue.idle();
     this.sampleQueued = true;
     return this.exclusive(async () => {
       this.sampleQueued = false;
@@ -433,8 +434,6 @@ export class QuotaService {
   }
 
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
-    this.queue = run.catch(() => {});
-    return run;
+    return this.queue.run(work);
   }
 }

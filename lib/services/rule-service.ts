@@ -7,6 +7,7 @@
  * nothing. Any other engine error is a property of the rule (ERROR, or PENDING for a missing file) and the
  * write stands, so the user sees the rule and why it is not enforced.
  */
+import { SerialQueue } from './serial-queue.js';
 import fs from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 import { EngineError, fingerprintOf, isInternalRuleId, type Engine, type EngineRule, type RuleCounters } from '../engine/engine.js';
@@ -96,7 +97,7 @@ export class RuleService {
   private readonly log: FastifyBaseLogger;
   private readonly events: EventBus | undefined;
   private readonly now: () => Date;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private closed = false;
 
   constructor(options: RuleServiceOptions) {
@@ -323,7 +324,7 @@ export class RuleService {
   /** Waits for queued work, then stops the watchers. */
   async close(): Promise<void> {
     this.closed = true;
-    await this.queue.catch(() => {});
+    await this.queue.idle();
     this.watcher.close();
   }
 
@@ -523,9 +524,7 @@ export class RuleService {
   }
 
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
-    this.queue = run.catch(() => {});
-    return run;
+    return this.queue.run(work);
   }
 }
 
