@@ -46,8 +46,21 @@ export async function netAttachmentNames(): Promise<string[]> {
   return names;
 }
 
-/** What this service left in the kernel after it stopped, given the programs that existed before it started. */
-export async function leftoversSince(before: Set<number>): Promise<string[]> {
+/**
+ * What this service left in the kernel after it stopped, given the programs that existed before it started.
+ * The kernel frees a program whose last reference closed from a workqueue after an RCU grace period, so
+ * an id can stay listed for a moment after the process exited: wait up to `settleMs` for it to go.
+ */
+export async function leftoversSince(before: Set<number>, settleMs = 5_000): Promise<string[]> {
+  const deadline = Date.now() + settleMs;
+  for (;;) {
+    const leftovers = await leftoversNow(before);
+    if (leftovers.length === 0 || Date.now() >= deadline) return leftovers;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function leftoversNow(before: Set<number>): Promise<string[]> {
   const leftovers: string[] = [];
   for (const id of await netclampProgramIds()) {
     if (!before.has(id)) leftovers.push(`program ${id} still loaded`);
