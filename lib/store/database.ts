@@ -80,22 +80,35 @@ const MIGRATIONS: readonly string[] = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export function openDatabase(dataDir: string): Db {
-  const db = new Database(path.join(dataDir, DATABASE_FILE));
+  return openMigratedDatabase(path.join(dataDir, DATABASE_FILE), MIGRATIONS, 'NetClamp');
+}
+
+/**
+ * Opens (creating) a SQLite file with the pragmas above and brings it to the last of `migrations`; the
+ * license server keeps its own database this way. `product` names what to upgrade when the file is newer.
+ */
+export function openMigratedDatabase(file: string, migrations: readonly string[], product: string): Db {
+  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
-  migrate(db);
+  try {
+    migrate(db, migrations, product);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   return db;
 }
 
-function migrate(db: Db): void {
+function migrate(db: Db, migrations: readonly string[], product: string): void {
   const current = db.pragma('user_version', { simple: true }) as number;
-  if (current > SCHEMA_VERSION) {
-    throw new Error(`database schema version ${current} is newer than this NetClamp (${SCHEMA_VERSION}); upgrade NetClamp`);
+  if (current > migrations.length) {
+    throw new Error(`database schema version ${current} is newer than this ${product} (${migrations.length}); upgrade ${product}`);
   }
-  for (let version = current; version < SCHEMA_VERSION; version++) {
+  for (let version = current; version < migrations.length; version++) {
     db.transaction(() => {
-      db.exec(MIGRATIONS[version]!);
+      db.exec(migrations[version]!);
       db.pragma(`user_version = ${version + 1}`);
     })();
   }
