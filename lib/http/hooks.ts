@@ -31,7 +31,8 @@ export function installGatekeeping(app: FastifyInstance, tokens: TokenVerifier):
   });
 }
 
-export function installProblemHandlers(app: FastifyInstance): void {
+/** `logName` is where a 500's detail sends the reader (the license server logs elsewhere). */
+export function installProblemHandlers(app: FastifyInstance, logName = 'service.log'): void {
   app.setNotFoundHandler(async (request, reply) => {
     return sendProblem(reply, new ProblemError(404, `no route ${request.method} ${request.url.split('?')[0]}`));
   });
@@ -57,6 +58,6 @@ export function installProblemHandlers(app: FastifyInstance): void {
       return sendProblem(reply, new ProblemError(status, error.message));
     }
     request.log.error({ err: error }, 'unexpected error');
-    return sendProblem(reply, new ProblemError(500, `unexpected error (request ${request.id}); details are in service.log`));
+    return sendProblem(reply, new ProblemError(500, `unexpected error (request ${request.id}); details are in ${logName}`));
   });
 }
