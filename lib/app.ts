@@ -135,6 +135,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const activity = new ActivityService({
     engine: options.engine,
     listRules: () => rules.list(),
+    listQuotas: () => quotas.list(),
     now: options.now,
     intervalMs: options.sampleIntervalMs,
     onError: (error) => app.log.debug({ err: error }, 'live-view sample failed'),

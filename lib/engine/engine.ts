@@ -126,6 +126,22 @@ export interface ExecutableActivity {
 }
 
 /**
+ * A FILENAME/DIRECTORY pattern whose executables the service needs to know outside any rule: quotas count
+ * by executable identity, so a pattern quota counts every identity its watch has learned.
+ */
+export interface PatternWatch {
+  id: number;
+  matchMode: 'FILENAME' | 'DIRECTORY';
+  path: string;
+}
+
+/** What the engine learned for one watch: identities seen running or exec'ing that the pattern covers. */
+export interface WatchedIdentities {
+  id: number;
+  identities: Array<{ dev: number; ino: number }>;
+}
+
+/**
  * Rule ids from here up are the service's own (quota actions): never issued to user rules, never listed in
  * /rules, and left alone by the rule service's reconcile and start-up sweep.
  */
@@ -168,6 +184,12 @@ export interface Engine {
   competingShapers?(): Promise<CompetingShaper[]>;
   /** Per-executable traffic since open() (quotas); an engine without it cannot count quotas. */
   appActivity?(): Promise<ExecutableActivity[]>;
+  /**
+   * Replaces the set of pattern watches and returns what each knows now. A watch whose id, mode and path
+   * are unchanged keeps its identities; a new one starts from the running processes, and execs add to it
+   * from then on. An engine without it cannot count FILENAME/DIRECTORY quotas.
+   */
+  watchPatterns?(watches: PatternWatch[]): Promise<WatchedIdentities[]>;
 }
 
 /**

@@ -16,8 +16,11 @@ import {
   type EngineCounters,
   type EngineRule,
   type EngineStatus,
+  type ExecutableActivity,
   type InstalledRule,
+  type PatternWatch,
   type ProcessActivity,
+  type WatchedIdentities,
 } from './engine.js';
 import { linuxCompetingShapers } from '../services/competing-shapers.js';
 
@@ -41,6 +44,7 @@ interface AddonEngine {
   readActivity(): Promise<ActivityCounters>;
   competingShapers(): Promise<CompetingShaper[]>;
   connections(): Promise<ConnectionEntry[]>;
+  watchPatterns(watches: PatternWatch[]): Promise<WatchedIdentities[]>;
 }
 
 interface Addon {
@@ -118,6 +122,8 @@ export interface NativeEngineOptions {
 export class NativeEngine implements Engine {
   private readonly native: AddonEngine;
   private readonly exemptPid: number;
+  /** Linux only: the exec notifications behind it exist there; WFP has no equivalent (docs/windows.md). */
+  readonly watchPatterns?: (watches: PatternWatch[]) => Promise<WatchedIdentities[]>;
 
   constructor(options: NativeEngineOptions = {}) {
     const addon = loadAddon(options.packageRoot ?? packageRoot());
@@ -127,6 +133,7 @@ export class NativeEngine implements Engine {
       throw toEngineError(error);
     }
     this.exemptPid = options.exemptPid ?? process.pid;
+    if (addon.platform === 'linux') this.watchPatterns = (watches) => guarded(() => this.native.watchPatterns(watches));
   }
 
   open(): Promise<void> {
@@ -160,6 +167,10 @@ export class NativeEngine implements Engine {
   /** Not part of the Engine contract yet: per-executable and per-process traffic for /apps. */
   readActivity(): Promise<ActivityCounters> {
     return guarded(() => this.native.readActivity());
+  }
+
+  async appActivity(): Promise<ExecutableActivity[]> {
+    return (await this.readActivity()).apps;
   }
 
   async processActivity(): Promise<ProcessActivity[]> {

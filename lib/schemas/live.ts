@@ -1,5 +1,6 @@
 /** Schemas of the live views: /throughput, /connections, /apps. */
 import Type, { type Static } from 'typebox';
+import { QuotaSchema } from './quota.js';
 import { RuleSchema } from './rule.js';
 
 export const THROUGHPUT_WINDOW_DEFAULT = 60;
@@ -53,7 +54,7 @@ export const AppDetailSchema = Type.Object({
   ...appProperties,
   connection_list: ConnectionListSchema,
   rules: Type.Array(RuleSchema),
-  quotas: Type.Array(Type.Unknown()),
+  quotas: Type.Array(QuotaSchema),
 });
 
 export const AppPidParamsSchema = Type.Object({ pid: Type.String() });

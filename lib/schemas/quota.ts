@@ -103,18 +103,12 @@ export function withQuotaDefaults(input: QuotaDraftInput | QuotaUpdateInput): Qu
   };
 }
 
-/** Match modes the quota counter can attribute bytes to today (it maps an executable to its inode). */
-export const SUPPORTED_QUOTA_MATCH_MODES: ReadonlySet<string> = new Set(['EXACT_PATH']);
-
 /** The checks the schema cannot express; every problem, empty when valid. */
 export function validateQuotaDraft(draft: QuotaDraft): FieldError[] {
   const errors: FieldError[] = [];
   if (draft.name.trim() === '') errors.push({ field: 'name', message: 'must not be blank' });
   if (!path.isAbsolute(draft.app_path) || draft.app_path.includes('\0')) {
     errors.push({ field: 'app_path', message: 'must be an absolute path (a quota counts one application)' });
-  }
-  if (!SUPPORTED_QUOTA_MATCH_MODES.has(draft.match_mode)) {
-    errors.push({ field: 'match_mode', message: `${draft.match_mode} is not supported yet for quotas; use EXACT_PATH` });
   }
   if (draft.on_exceed === 'LIMIT') {
     if (draft.limit_rate_bytes_per_sec === null) {

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectionEntry, Engine, ProcessActivity } from '../engine/engine.js';
+import type { Quota } from '../schemas/quota.js';
 import type { Rule } from '../schemas/rule.js';
 import { ThroughputRing, type ThroughputSample } from './throughput-ring.js';
 
@@ -13,6 +14,8 @@ export interface ActivityServiceOptions {
   engine: Engine;
   /** Enabled and disabled rules as /rules presents them. */
   listRules: () => Promise<Rule[]>;
+  /** Every quota as /quotas presents it (for /apps/{pid}). */
+  listQuotas?: () => Quota[];
   /** Milliseconds since the epoch; tests drive a fake clock. */
   now?: () => number;
   /** 0 = no timer (tests call `sample()` themselves). */
@@ -47,7 +50,7 @@ export interface ConnectionView {
 export interface AppDetail extends AppEntry {
   connection_list: ConnectionView[];
   rules: Rule[];
-  quotas: unknown[];
+  quotas: Quota[];
 }
 
 interface ActivityReading {
@@ -57,18 +60,21 @@ interface ActivityReading {
 
 const ACTION_RANK: Record<string, number> = { BLOCK: 0, LIMIT: 1, ALLOW: 2 };
 
-/** Does `rule` name the executable at `appPath`? (Global rules, app_path '', govern no app in particular.) */
-export function ruleMatchesApp(rule: Rule, appPath: string): boolean {
-  if (rule.app_path === '' || appPath === '') return false;
-  switch (rule.match_mode) {
+/**
+ * Does a rule's or quota's `app_path` under its `match_mode` name the executable at `appPath`? (Global
+ * rules, app_path '', govern no app in particular.)
+ */
+export function coversApp(subject: Pick<Rule, 'app_path' | 'match_mode'>, appPath: string): boolean {
+  if (subject.app_path === '' || appPath === '') return false;
+  switch (subject.match_mode) {
     case 'FILENAME':
-      return path.basename(rule.app_path) === path.basename(appPath);
+      return path.basename(subject.app_path) === path.basename(appPath);
     case 'DIRECTORY': {
-      const dir = rule.app_path.endsWith('/') || rule.app_path.endsWith('\\') ? rule.app_path : rule.app_path + path.sep;
+      const dir = subject.app_path.endsWith('/') || subject.app_path.endsWith('\\') ? subject.app_path : subject.app_path + path.sep;
       return appPath.startsWith(dir);
     }
     default:
-      return rule.app_path === appPath;
+      return subject.app_path === appPath;
   }
 }
 
@@ -112,6 +118,7 @@ export class ActivityService {
   readonly throughput = new ThroughputRing();
   private readonly engine: Engine;
   private readonly listRules: () => Promise<Rule[]>;
+  private readonly listQuotas: () => Quota[];
   private readonly now: () => number;
   private readonly onError: (error: unknown) => void;
   private readonly timer: NodeJS.Timeout | null;
@@ -122,6 +129,7 @@ export class ActivityService {
   constructor(options: ActivityServiceOptions) {
     this.engine = options.engine;
     this.listRules = options.listRules;
+    this.listQuotas = options.listQuotas ?? (() => []);
     this.now = options.now ?? Date.now;
     this.onError = options.onError ?? (() => {});
     const intervalMs = options.intervalMs ?? 1000;
@@ -186,8 +194,8 @@ export class ActivityService {
     return {
       ...entry,
       connection_list: connections.filter((connection) => connection.pid === pid),
-      rules: rules.filter((rule) => ruleMatchesApp(rule, entry.path)),
-      quotas: [], // quotas arrive with their own issue
+      rules: rules.filter((rule) => coversApp(rule, entry.path)),
+      quotas: this.listQuotas().filter((quota) => coversApp(quota, entry.path)),
     };
   }
 
@@ -227,7 +235,7 @@ export class ActivityService {
       const seconds = this.latest !== null && this.previous !== null ? (this.latest.atMs - this.previous.atMs) / 1000 : 0;
       const rate = (now: number | undefined, before: number | undefined): number =>
         seconds > 0 && now !== undefined ? Math.max(0, Math.round((now - (before ?? 0)) / seconds)) : 0;
-      const governing = governingRule(enabled.filter((rule) => ruleMatchesApp(rule, identity.path)));
+      const governing = governingRule(enabled.filter((rule) => coversApp(rule, identity.path)));
       apps.push({
         pid,
         name: identity.name,

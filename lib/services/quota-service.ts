@@ -5,7 +5,9 @@
  *
  * Counting: the data plane keeps cumulative up/down bytes per executable identity ({dev, ino} of the
  * process image). Each sample takes the difference to the previous reading of the same identity and adds
- * it to every enabled quota whose app_path resolves (stat) to that identity, in the quota's direction.
+ * it to every enabled quota that covers that identity, in the quota's direction: EXACT_PATH quotas resolve
+ * their app_path (stat) to one identity; FILENAME/DIRECTORY quotas are pattern watches of the engine,
+ * which learns every identity the pattern covers from running processes and exec notifications.
  * Counters that went backwards (engine re-opened, LRU eviction) restart from zero.
  *
  * Writes, samples and flushes run through one queue, so an API reset never interleaves with a sample.
@@ -15,7 +17,7 @@ import fs from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 import {
   EngineError, fingerprintOf, INTERNAL_RULE_ID_BASE, isInternalRuleId,
-  type Engine, type EngineRule, type ExecutableActivity,
+  type Engine, type EngineRule, type PatternWatch,
 } from '../engine/engine.js';
 import { ProblemError } from '../http/problem.js';
 import type { Quota, QuotaDraft } from '../schemas/quota.js';
@@ -55,15 +57,6 @@ export function kernelDevOf(statDev: bigint): number {
 
 function identityKey(dev: number, ino: number): string {
   return `${dev}:${ino}`;
-}
-
-/** The engine's per-executable counters: the contract's optional `appActivity`, or the addon's `readActivity`. */
-type AppCounterReader = () => Promise<ExecutableActivity[]>;
-function appCounterReader(engine: Engine): AppCounterReader | null {
-  if (engine.appActivity !== undefined) return () => engine.appActivity!();
-  const native = engine as Engine & { readActivity?: () => Promise<{ apps: ExecutableActivity[] }> };
-  if (typeof native.readActivity === 'function') return async () => (await native.readActivity!()).apps;
-  return null;
 }
 
 export function parseQuotaId(raw: string): number {
@@ -114,7 +107,9 @@ export class QuotaService {
   private readonly events: EventBus;
   private readonly log: FastifyBaseLogger;
   private readonly now: () => Date;
-  private readonly readAppCounters: AppCounterReader | null;
+  /** Identities learned per pattern quota (FILENAME/DIRECTORY), from the last sample. */
+  private watched = new Map<number, string[]>();
+  private watchUnsupportedLogged = false;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly queue = new SerialQueue();
   /** Bytes counted since the last flush, per quota id. */
@@ -132,7 +127,6 @@ export class QuotaService {
     this.events = options.events;
     this.log = options.log;
     this.now = options.now ?? (() => new Date());
-    this.readAppCounters = appCounterReader(options.engine);
     const sampleMs = options.sampleIntervalMs ?? QUOTA_SAMPLE_INTERVAL_MS;
     const flushMs = options.flushIntervalMs ?? QUOTA_FLUSH_INTERVAL_MS;
     if (sampleMs > 0) this.timers.push(setInterval(() => void this.sample().catch(() => {}), sampleMs));
@@ -169,10 +163,12 @@ export class QuotaService {
 
   create(draft: QuotaDraft, groupId: string | null = null): Promise<Quota> {
     return this.exclusive(async () => {
+      this.requirePatternSupport(draft);
       const state: QuotaPeriodState = {
         used_bytes: 0, ...periodStrings(draft.period, this.now()), exceeded: false, exceeded_at: null,
       };
       const stored = this.store.insert(draft, state, this.timestamp(), groupId);
+      await this.syncWatches();
       return this.present(stored);
     });
   }
@@ -195,6 +191,7 @@ export class QuotaService {
       if (conditions.expectedRevision !== undefined && conditions.expectedRevision !== current.revision) {
         throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of quota ${id} (${current.revision}); read the quota and retry`);
       }
+      this.requirePatternSupport(draft);
       this.flushNow();
       const fresh = this.store.get(id)!;
       const state = periodStateOf(fresh);
@@ -206,6 +203,7 @@ export class QuotaService {
       const updated = this.store.replace(id, draft, state, this.timestamp());
       // A count that the new limit puts over is an exceed of this period, with its one event.
       this.checkExceeded(updated);
+      await this.syncWatches();
       await this.syncActions();
       return this.present(this.store.get(id)!);
     });
@@ -288,7 +286,7 @@ export class QuotaService {
 
   private async count(): Promise<void> {
     const status = this.engine.status();
-    if (status.state !== 'OPEN' || this.readAppCounters === null) {
+    if (status.state !== 'OPEN' || this.engine.appActivity === undefined) {
       this.baseline = null; // a re-opened engine counts from zero again
       return;
     }
@@ -296,7 +294,9 @@ export class QuotaService {
       if (this.lastRestarts !== undefined) this.baseline = null;
       this.lastRestarts = status.restarts;
     }
-    const readings = await this.readAppCounters();
+    // Watches first: an identity learned now has its bytes since the previous reading counted below.
+    await this.syncWatches();
+    const readings = await this.engine.appActivity();
     // Without a baseline (first sample, engine re-opened) everything since open() is new: the service
     // opened the engine, so those bytes were all moved while it was watching.
     const previous = this.baseline ?? new Map<string, { up: number; down: number }>();
@@ -315,13 +315,52 @@ export class QuotaService {
     if (deltas.size === 0) return;
     for (const quota of this.store.list()) {
       if (!quota.enabled) continue;
-      const key = this.identityOf(quota.app_path);
-      if (key === null) continue;
-      const delta = deltas.get(key);
-      if (delta === undefined) continue;
-      const bytes = quota.direction === 'INBOUND' ? delta.down : quota.direction === 'OUTBOUND' ? delta.up : delta.up + delta.down;
+      let bytes = 0;
+      for (const key of this.identitiesOf(quota)) {
+        const delta = deltas.get(key);
+        if (delta === undefined) continue;
+        bytes += quota.direction === 'INBOUND' ? delta.down : quota.direction === 'OUTBOUND' ? delta.up : delta.up + delta.down;
+      }
       if (bytes > 0) this.pending.set(quota.id, (this.pending.get(quota.id) ?? 0) + bytes);
     }
+  }
+
+  /** The executable identities a quota counts now. */
+  private identitiesOf(quota: StoredQuota): string[] {
+    if (quota.match_mode !== 'EXACT_PATH') return this.watched.get(quota.id) ?? [];
+    const key = this.identityOf(quota.app_path);
+    return key === null ? [] : [key];
+  }
+
+  /**
+   * Tells the engine which patterns the enabled FILENAME/DIRECTORY quotas need watched and keeps what it
+   * learned. A down engine keeps the last answer (the next sample after it returns asks again).
+   */
+  private async syncWatches(): Promise<void> {
+    if (this.engine.watchPatterns === undefined || this.engine.status().state !== 'OPEN') return;
+    const watches: PatternWatch[] = this.store.list()
+      .filter((quota) => quota.enabled && quota.match_mode !== 'EXACT_PATH')
+      .map((quota) => ({ id: quota.id, matchMode: quota.match_mode as PatternWatch['matchMode'], path: quota.app_path }));
+    try {
+      const learned = await this.engine.watchPatterns(watches);
+      this.watched = new Map(learned.map((entry) => [entry.id, entry.identities.map(({ dev, ino }) => identityKey(dev, ino))]));
+    } catch (error) {
+      if (error instanceof EngineError && error.code === 'ENGINE_DOWN') return;
+      if (error instanceof EngineError && error.code === 'UNSUPPORTED') {
+        if (!this.watchUnsupportedLogged) this.log.warn({ err: error }, 'FILENAME/DIRECTORY quotas cannot count on this engine');
+        this.watchUnsupportedLogged = true;
+        return;
+      }
+      this.log.warn({ err: error }, 'updating the pattern watches of quotas failed');
+    }
+  }
+
+  /** 400 for a FILENAME/DIRECTORY quota on an engine that cannot watch executables by pattern. */
+  private requirePatternSupport(draft: QuotaDraft): void {
+    if (draft.match_mode === 'EXACT_PATH' || this.engine.watchPatterns !== undefined) return;
+    throw new ProblemError(400, `match_mode ${draft.match_mode} needs an engine that watches executables by pattern; this one cannot, use EXACT_PATH`, {
+      errors: [{ field: 'match_mode', message: 'is not supported for quotas by this engine' }],
+    });
   }
 
   /** The executable's kernel identity now (stat each time: a replaced file is a new identity). */

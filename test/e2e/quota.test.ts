@@ -7,6 +7,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { privilegedSuite } from '../helpers/privileged.js';
@@ -140,5 +143,52 @@ describe('quota (e2e, loopback)', privilegedSuite(), () => {
     assert.equal(again.code, 0, `after reset the copy is still blocked: ${again.stderr}`);
     const counting = await download(app.path, server.url('/paced'), 2);
     assert.ok(counting.bytes > 0.5 * MiB, `after reset a download moved only ${counting.bytes} bytes`);
+  });
+
+  test('FILENAME and DIRECTORY quotas count a copy started from a folder made after them; BLOCK cuts it off', async (t) => {
+    const service = await NetClampService.start();
+    t.after(() => service.dispose());
+    const server = await startPacedServer();
+    t.after(() => server.close());
+    const name = `nc-quota-fn-${process.pid}`;
+    const root = mkdtempSync(join(tmpdir(), 'nc-quota-dir-'));
+    t.after(() => rmSync(root, { recursive: true, force: true }));
+    const folder = join(root, 'tools');
+
+    const byName = await service.expect<QuotaBody>(201, 'POST', '/quotas', {
+      name: 'by name', app_path: `/nowhere/${name}`, match_mode: 'FILENAME', limit_bytes: 4 * MiB, period: 'DAILY', on_exceed: 'BLOCK',
+    });
+    const byFolder = await service.expect<QuotaBody>(201, 'POST', '/quotas', {
+      name: 'by folder', app_path: folder, match_mode: 'DIRECTORY', limit_bytes: 1024 * MiB, direction: 'INBOUND', on_exceed: 'NOTIFY',
+    });
+    // The folder and the copy come after the quotas: the engine learns the copy from its exec.
+    mkdirSync(join(folder, 'bin'), { recursive: true });
+    const copy = join(folder, 'bin', name);
+    copyFileSync(CURL, copy);
+    chmodSync(copy, 0o755);
+
+    const cut = await download(copy, server.url('/paced'), 20);
+    t.diagnostic(`curl exit ${cut.code}, ${(cut.bytes / MiB).toFixed(3)} MiB received; ${cut.stderr.trim()}`);
+    assert.notEqual(cut.code, 28, 'the download ran into its own time limit: the FILENAME quota never cut it off');
+    assert.notEqual(cut.code, 0);
+    assert.ok(cut.bytes >= 4 * MiB * 0.995 && cut.bytes <= 5 * MiB, `cut off at ${cut.bytes} bytes, not between 4 and 5 MiB`);
+    const named = await service.expect<QuotaBody>(200, 'GET', `/quotas/${byName.id}`);
+    assert.equal(named.exceeded, true);
+    assert.ok(named.used_bytes >= 4 * MiB && named.used_bytes <= 5 * MiB, `FILENAME used_bytes ${named.used_bytes}`);
+    await sleep(1200); // one more sample: the folder quota has counted everything the copy received
+    const inFolder = await service.expect<QuotaBody>(200, 'GET', `/quotas/${byFolder.id}`);
+    t.diagnostic(`DIRECTORY used_bytes ${inFolder.used_bytes} for a body of ${cut.bytes}`);
+    // Received IP bytes: the body plus headers (about 3% at most for 32 KiB writes on loopback).
+    assert.ok(inFolder.used_bytes >= cut.bytes && inFolder.used_bytes <= cut.bytes * 1.05, `DIRECTORY used_bytes ${inFolder.used_bytes}`);
+    assert.equal(inFolder.exceeded, false);
+
+    // A copy under another name and outside the folder is neither blocked nor counted.
+    const other = copyExecutable(CURL, 'nc-quota-other-');
+    t.after(() => other.remove());
+    const elsewhere = await download(other.path, server.url('/paced'), 2);
+    assert.ok(elsewhere.bytes > 0.5 * MiB, `an unrelated copy moved only ${elsewhere.bytes} bytes`);
+    await sleep(1200);
+    const after = await service.expect<QuotaBody>(200, 'GET', `/quotas/${byFolder.id}`);
+    assert.ok(after.used_bytes - inFolder.used_bytes < 64 * 1024, `the folder quota counted another app: +${after.used_bytes - inFolder.used_bytes}`);
   });
 });

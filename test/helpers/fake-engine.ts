@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import {
   EngineError, fingerprintOf, type CompetingShaper, type ConnectionEntry, type Engine, type EngineCounters,
   type ProcessActivity, type EngineRule, type EngineSessionState,
-  type EngineStatus, type ExecutableActivity, type InstalledRule, type RuleCounters,
+  type EngineStatus, type ExecutableActivity, type InstalledRule, type PatternWatch, type RuleCounters,
+  type WatchedIdentities,
 } from '../../lib/engine/engine.js';
+import { coversApp } from '../../lib/services/activity-service.js';
 
 export class FakeEngine implements Engine {
   state: EngineSessionState = 'DOWN';
@@ -28,6 +30,10 @@ export class FakeEngine implements Engine {
   /** Per-executable counters ("dev:ino" -> cumulative traffic), for quotas; cleared by open(). */
   readonly executables = new Map<string, ExecutableActivity>();
   shapers: CompetingShaper[] = [];
+  /** Executables the "kernel" saw run ("dev:ino" -> path), what pattern watches learn from. */
+  readonly executablePaths = new Map<string, { dev: number; ino: number; path: string }>();
+  /** The last watch list the service handed over. */
+  watches: PatternWatch[] = [];
   /** Totals of traffic no rule matched (the data plane counts all traffic). */
   unmatched = { up: 0, down: 0 };
   /** The next N open() calls fail (a data plane that cannot re-attach yet). */
@@ -71,7 +77,8 @@ export class FakeEngine implements Engine {
       this.installed.clear();
       throw new EngineError('ENGINE_DOWN', 'session lost during apply');
     }
-    const needsFile = rule.appPath !== '' && rule.matchMode !== 'FILENAME';
+    // Like the native engine: only EXACT_PATH resolves the file; patterns wait for matching executables.
+    const needsFile = rule.appPath !== '' && rule.matchMode === 'EXACT_PATH';
     if (needsFile && !fs.existsSync(rule.appPath)) {
       this.installed.delete(rule.id);
       throw new EngineError('ENOENT', `no such file: ${rule.appPath}`, 2);
@@ -121,6 +128,18 @@ export class FakeEngine implements Engine {
     return [...this.executables.values()].map((entry) => ({ ...entry }));
   }
 
+  async watchPatterns(watches: PatternWatch[]): Promise<WatchedIdentities[]> {
+    this.requireOpen();
+    this.watches = watches.map((watch) => ({ ...watch }));
+    const seen = [...this.executablePaths.values()];
+    return watches.map((watch) => ({
+      id: watch.id,
+      identities: seen
+        .filter((exe) => coversApp({ app_path: watch.path, match_mode: watch.matchMode }, exe.path))
+        .map(({ dev, ino }) => ({ dev, ino })),
+    }));
+  }
+
   async competingShapers(): Promise<CompetingShaper[]> {
     return this.shapers.map((entry) => ({ ...entry }));
   }
@@ -144,6 +163,11 @@ export class FakeEngine implements Engine {
     entry.bytesUp += traffic.up ?? 0;
     entry.bytesDown += traffic.down ?? 0;
     this.executables.set(key, entry);
+  }
+
+  /** Simulates an exec of the executable at `path` (pattern watches learn it). */
+  execApp(identity: { dev: number; ino: number }, path: string): void {
+    this.executablePaths.set(`${identity.dev}:${identity.ino}`, { ...identity, path });
   }
 
   /** Simulates kernel state drifting from the service's: a rule lost, altered, or left behind. */

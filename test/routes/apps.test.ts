@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import fs from 'node:fs';
 import { startTestApp, draft } from '../helpers/app.js';
 import type { ConnectionEntry } from '../../lib/engine/engine.js';
@@ -62,14 +63,22 @@ test('GET /apps: cumulative bytes, rate over the last second, connection count, 
   assert.equal(after[0]!.rule_id, (tieAllow.json() as { id: string }).id);
   assert.equal(after[0]!.blocked, false);
 
+  // Quotas of this executable (by path and by file name) are listed; another app's quota is not.
+  const quotaIds: string[] = [];
+  for (const [appPath, matchMode] of [[selfPath, 'EXACT_PATH'], [`/elsewhere/${path.basename(selfPath)}`, 'FILENAME'], ['/usr/bin/true', 'EXACT_PATH']]) {
+    const created = await request({ method: 'POST', url: '/api/v1/quotas', payload: { name: 'cap', app_path: appPath, match_mode: matchMode, limit_bytes: 1000 } });
+    assert.equal(created.statusCode, 201, created.body);
+    quotaIds.push((created.json() as { id: string }).id);
+  }
+
   const detail = await request({ method: 'GET', url: `/api/v1/apps/${process.pid}` });
   assert.equal(detail.statusCode, 200);
-  const body = detail.json() as { connections: number; connection_list: Array<{ local_port: number }>; rules: Array<{ id: string }>; quotas: unknown[] };
+  const body = detail.json() as { connections: number; connection_list: Array<{ local_port: number }>; rules: Array<{ id: string }>; quotas: Array<{ id: string }> };
   assert.equal(body.connections, 2);
   assert.deepEqual(body.connection_list.map((c) => c.local_port), [40000, 40001]);
   assert.deepEqual(body.rules.map((r) => r.id).sort(), [low, high, tieAllow].map((r) => (r.json() as { id: string }).id).sort(),
     'every rule for this executable, the disabled one included; not the other app\'s');
-  assert.deepEqual(body.quotas, []);
+  assert.deepEqual(body.quotas.map((q) => q.id).sort(), quotaIds.slice(0, 2).sort());
 });
 
 test('GET /apps/{pid}: 404 for a pid that is unknown, exited, or not a pid', async (t) => {

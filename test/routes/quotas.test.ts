@@ -100,8 +100,7 @@ test('invalid drafts are 400 naming the field', async (t) => {
     [quotaDraft(exe.path, { direction: 'SIDEWAYS' }), 'direction'],
     [quotaDraft(exe.path, { on_exceed: 'LIMIT' }), 'limit_rate_bytes_per_sec'],
     [quotaDraft(exe.path, { on_exceed: 'BLOCK', limit_rate_bytes_per_sec: 1000 }), 'limit_rate_bytes_per_sec'],
-    [quotaDraft(exe.path, { match_mode: 'FILENAME' }), 'match_mode'],
-    [quotaDraft(exe.path, { match_mode: 'DIRECTORY' }), 'match_mode'],
+    [quotaDraft(exe.path, { match_mode: 'ANYWHERE' }), 'match_mode'],
     [quotaDraft('relative/app'), 'app_path'],
     [quotaDraft(''), 'app_path'],
     [{ app_path: exe.path, limit_bytes: 1 }, 'name'],
@@ -111,9 +110,6 @@ test('invalid drafts are 400 naming the field', async (t) => {
     const problem = assertProblem(response, 400);
     assert.match(String(problem.detail), new RegExp(field), `${JSON.stringify(body)} -> ${String(problem.detail)}`);
   }
-  const unsupported = assertProblem(
-    await app.request({ method: 'POST', url: '/api/v1/quotas', payload: quotaDraft(exe.path, { match_mode: 'FILENAME' }) }), 400);
-  assert.match(String(unsupported.detail), /not supported yet/);
   assert.equal((await app.request({ method: 'GET', url: '/api/v1/quotas' })).json().length, 0);
 });
 
@@ -187,6 +183,39 @@ test('counting follows the executable and the direction', async (t) => {
   app.engine.addAppTraffic(exe.identity, { up: 0, down: 100 });
   await app.app.netclamp.quotas.sample();
   assert.equal((await getQuota(app, inbound.id)).used_bytes, 5100);
+});
+
+test('FILENAME and DIRECTORY quotas count every executable the engine learned for the pattern', async (t) => {
+  const app = await startQuotaApp(t);
+  const folder = path.join(app.dataDir, 'tools');
+  fs.mkdirSync(folder);
+  const inFolder = makeApp(t, folder, 'fetcher');
+  const sameName = makeApp(t, app.dataDir, 'fetcher');
+  const unrelated = makeApp(t, app.dataDir, 'other');
+  for (const exe of [inFolder, sameName, unrelated]) app.engine.execApp(exe.identity, exe.path);
+  const byName = await createQuota(app, quotaDraft(path.join('/nowhere', 'fetcher'), { match_mode: 'FILENAME' }));
+  const byFolder = await createQuota(app, quotaDraft(folder, { match_mode: 'DIRECTORY', direction: 'INBOUND' }));
+  assert.deepEqual(app.engine.watches.map((watch) => watch.matchMode).sort(), ['DIRECTORY', 'FILENAME']);
+
+  app.engine.addAppTraffic(inFolder.identity, { up: 10, down: 1000 });
+  app.engine.addAppTraffic(sameName.identity, { up: 20, down: 2000 });
+  app.engine.addAppTraffic(unrelated.identity, { up: 40, down: 4000 });
+  await app.app.netclamp.quotas.sample();
+  assert.equal((await getQuota(app, byName.id)).used_bytes, 3030, 'both files named fetcher, both directions');
+  assert.equal((await getQuota(app, byFolder.id)).used_bytes, 1000, 'only the one under the folder, received bytes');
+
+  // A copy started later (a new identity) is counted from the sample that learns it.
+  const later = makeApp(t, folder, 'fetcher-2');
+  app.engine.execApp(later.identity, later.path);
+  app.engine.addAppTraffic(later.identity, { down: 500 });
+  await app.app.netclamp.quotas.sample();
+  assert.equal((await getQuota(app, byFolder.id)).used_bytes, 1500);
+  assert.equal((await getQuota(app, byName.id)).used_bytes, 3030);
+
+  // A disabled pattern quota is no longer watched.
+  const draft = quotaDraft(folder, { match_mode: 'DIRECTORY', direction: 'INBOUND', enabled: false });
+  assert.equal((await app.request({ method: 'PUT', url: `/api/v1/quotas/${byFolder.id}`, payload: draft })).statusCode, 200);
+  assert.deepEqual(app.engine.watches.map((watch) => watch.matchMode), ['FILENAME']);
 });
 
 test('BLOCK: an internal rule within one sample, one quota_exceeded per period, invisible to /rules; reset lifts it', async (t) => {

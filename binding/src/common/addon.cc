@@ -158,6 +158,24 @@ RuleSpec ParseRule(const Napi::Value& value) {
   return r;
 }
 
+// watchPatterns([{id, matchMode, path}]): FILENAME/DIRECTORY patterns only.
+std::vector<PatternWatch> ParseWatches(const Napi::Value& value) {
+  if (!value.IsArray()) throw BackendError("EINVAL", "watchPatterns(watches): watches must be an array", 22);
+  Napi::Array list = value.As<Napi::Array>();
+  std::vector<PatternWatch> out;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsObject()) throw BackendError("EINVAL", "watch must be an object", 22);
+    Napi::Object o = item.As<Napi::Object>();
+    PatternWatch w;
+    w.id = static_cast<uint32_t>(RequireNumber(o, "id", 1, 4294967295.0));
+    w.mode = OneOf<MatchMode>(o, "matchMode", {{"FILENAME", MatchMode::Filename}, {"DIRECTORY", MatchMode::Directory}});
+    w.path = RequireString(o, "path");
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
 Napi::Object CountersToJs(Napi::Env env, const CounterSet& c) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytesUp", Napi::Number::New(env, static_cast<double>(c.bytes_up)));
@@ -190,6 +208,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                            InstanceMethod<&Engine::CompetingShapers>("competingShapers"),
                            InstanceMethod<&Engine::Connections>("connections"),
                            InstanceMethod<&Engine::HwidInputs>("hwidInputs"),
+                           InstanceMethod<&Engine::WatchPatterns>("watchPatterns"),
                            InstanceMethod<&Engine::OnEvent>("onEvent"),
                        });
   }
@@ -319,6 +338,34 @@ class Engine : public Napi::ObjectWrap<Engine> {
           o.Set("machineGuid", Napi::String::New(env, h.machine_guid));
           o.Set("smbiosUuid", Napi::String::New(env, h.smbios_uuid));
           return o;
+        });
+  }
+
+  Napi::Value WatchPatterns(const Napi::CallbackInfo& info) {
+    std::vector<PatternWatch> watches;
+    try {
+      watches = ParseWatches(info.Length() > 0 ? info[0] : info.Env().Undefined());
+    } catch (const BackendError& e) {
+      return RejectedPromise(info.Env(), e);
+    }
+    return Queue<std::vector<WatchedIdentities>>(
+        info.Env(), [watches](Backend& b) { return b.WatchPatterns(watches); },
+        [](Napi::Env env, std::vector<WatchedIdentities>& found) -> Napi::Value {
+          Napi::Array out = Napi::Array::New(env, found.size());
+          for (size_t i = 0; i < found.size(); i++) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("id", Napi::Number::New(env, found[i].id));
+            Napi::Array ids = Napi::Array::New(env, found[i].identities.size());
+            for (size_t j = 0; j < found[i].identities.size(); j++) {
+              Napi::Object k = Napi::Object::New(env);
+              k.Set("dev", Napi::Number::New(env, static_cast<double>(found[i].identities[j].first)));
+              k.Set("ino", Napi::Number::New(env, static_cast<double>(found[i].identities[j].second)));
+              ids.Set(static_cast<uint32_t>(j), k);
+            }
+            o.Set("identities", ids);
+            out.Set(static_cast<uint32_t>(i), o);
+          }
+          return out;
         });
   }
 

@@ -114,6 +114,19 @@ struct ConnectionInfo {
   std::string app_path;        // "" when the process image cannot be read
 };
 
+// A FILENAME/DIRECTORY pattern whose executables the service wants to know outside any rule (quotas
+// count by executable identity), and what the engine learned for it: every identity seen running or
+// exec'ing that the pattern covers, most recently seen last.
+struct PatternWatch {
+  uint32_t id = 0;
+  MatchMode mode = MatchMode::Filename;
+  std::string path;
+};
+struct WatchedIdentities {
+  uint32_t id = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> identities;  // {dev, ino}
+};
+
 // Stable machine identifiers the service hashes into the HWID (contract: licensing).
 struct HwidInputs {
   std::string machine_guid;  // Windows: HKLM\SOFTWARE\Microsoft\Cryptography\MachineGuid
@@ -158,6 +171,12 @@ class Backend {
   virtual std::vector<CompetingShaper> CompetingShapers() { return {}; }
   virtual std::vector<ConnectionInfo> Connections() { return {}; }
   virtual HwidInputs ReadHwidInputs() { return {}; }
+  // Replaces the set of pattern watches (a watch whose mode and path are unchanged keeps what it learned)
+  // and returns what each one knows now. Backends without exec notifications refuse any watch.
+  virtual std::vector<WatchedIdentities> WatchPatterns(const std::vector<PatternWatch>& watches) {
+    if (!watches.empty()) throw BackendError("UNSUPPORTED", "this platform cannot watch executables by file name or folder");
+    return {};
+  }
   // Must be thread-safe (called on the JS thread while a call may run); an empty sink detaches.
   virtual void SetEventSink(EventSink sink) { (void)sink; }
 };

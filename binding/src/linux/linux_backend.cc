@@ -255,6 +255,7 @@ class LinuxBackend : public Backend {
     free_slots_.clear();
     for (uint32_t slot = 0; slot < NC_MAX_RULES; slot++) free_slots_.push_back(slot);
     rules_.clear();
+    watches_.clear();  // execs missed while closed: the next WatchPatterns() scans /proc again
     list_keys_.clear();
     WriteLists(BuildLists(rules_));
     {
@@ -457,6 +458,36 @@ class LinuxBackend : public Backend {
     return out;
   }
 
+  std::vector<WatchedIdentities> WatchPatterns(const std::vector<PatternWatch>& watches) override {
+    std::lock_guard<std::recursive_timed_mutex> rules_lock(rules_mu_);
+    RequireOpen();
+    if (!watches.empty() && !exec_link_)
+      throw BackendError("UNSUPPORTED", "watching executables by file name or folder needs exec notifications "
+                                        "(tp_btf/sched_process_exec), which this kernel refused: " + exec_watch_error_);
+    std::map<uint32_t, Watch> next;
+    for (const PatternWatch& w : watches) {
+      if (w.mode == MatchMode::ExactPath || w.path.empty())
+        throw BackendError("EINVAL", "a pattern watch needs FILENAME or DIRECTORY and a path", EINVAL);
+      Watch watch{w, {}};
+      auto previous = watches_.find(w.id);
+      if (previous != watches_.end() && previous->second.spec.mode == w.mode && previous->second.spec.path == w.path) {
+        watch.identities = previous->second.identities;
+      } else {
+        for (const nc_app_key& k : ScanRunningProcesses(w.mode, w.path)) TouchIdentity(watch.identities, k);
+      }
+      next[w.id] = std::move(watch);
+    }
+    watches_ = std::move(next);
+    SetExecWatch();
+    std::vector<WatchedIdentities> out;
+    for (const auto& [id, w] : watches_) {
+      WatchedIdentities entry{id, {}};
+      for (const nc_app_key& k : w.identities) entry.identities.emplace_back(k.dev, k.ino);
+      out.push_back(std::move(entry));
+    }
+    return out;
+  }
+
   ActivityCounters ReadActivity() override {
     RequireOpen();
     ActivityCounters out;
@@ -491,6 +522,10 @@ class LinuxBackend : public Backend {
     // FILENAME/DIRECTORY: identities are the executables seen so far, least recently seen first; empty
     // means none yet (the rule then applies to no socket).
     bool pattern = false;
+  };
+  struct Watch {
+    PatternWatch spec;
+    std::vector<nc_app_key> identities;  // least recently seen first, like a pattern rule's
   };
   using Lists = std::map<nc_app_key, nc_rule_list>;
 
@@ -534,6 +569,7 @@ class LinuxBackend : public Backend {
     if (cgroup_fd_ >= 0) close(cgroup_fd_);
     cgroup_fd_ = -1;
     rules_.clear();
+    watches_.clear();
     list_keys_.clear();
     Status current = GetStatus();
     if (current.state != "UNAVAILABLE") SetStatus(false, false, "DOWN", why);
@@ -726,6 +762,7 @@ class LinuxBackend : public Backend {
     if (!skel_) return;
     bool any = false;
     for (const auto& [id, r] : rules_) any |= r.pattern;
+    any |= !watches_.empty();
     __atomic_store_n(&skel_->bss->exec_watch, any ? 1u : 0u, __ATOMIC_SEQ_CST);
   }
 
@@ -796,6 +833,7 @@ class LinuxBackend : public Backend {
       std::string path;
       bool need_path = false;
       for (const auto& [id, r] : next) need_path |= r.pattern && r.spec.match_mode == MatchMode::Directory;
+      for (const auto& [id, w] : watches_) need_path |= w.spec.mode == MatchMode::Directory;
       if (need_path) {
         // The full path of what was executed: /proc/<pid>/exe if the process still runs that file,
         // else the execve argument when it was absolute.
@@ -807,6 +845,8 @@ class LinuxBackend : public Backend {
       for (auto& [id, r] : next)
         if (r.pattern && PatternMatches(r.spec.match_mode, r.spec.app_path, path, name))
           changed |= TouchIdentity(r.identities, e.app);
+      for (auto& [id, w] : watches_)
+        if (PatternMatches(w.spec.mode, w.spec.path, path, name)) TouchIdentity(w.identities, e.app);
     }
     if (!changed) {
       rules_ = std::move(next);  // recency order only
@@ -829,6 +869,7 @@ class LinuxBackend : public Backend {
   SocketTable sockets_;
   int cgroup_fd_ = -1;
   std::map<uint32_t, Installed> rules_;
+  std::map<uint32_t, Watch> watches_;  // WatchPatterns(): quotas' FILENAME/DIRECTORY patterns
   std::deque<uint32_t> free_slots_;
   std::set<nc_app_key> list_keys_;
   // Guards rules_, free_slots_, list_keys_ and the kernel tables against the exec watcher thread (the
