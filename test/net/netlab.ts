@@ -24,6 +24,9 @@ export interface NetPath {
   serverNs: string;
   clientAddress: string;
   serverAddress: string;
+  /** IPv6 addresses of the same ends (ULA, no DAD: usable at once); `::1` on the loopback path. */
+  clientAddress6: string;
+  serverAddress6: string;
 }
 
 export interface RelayOptions {
@@ -38,6 +41,15 @@ export interface IperfServer {
   address: string;
   port: number;
   stop(): void;
+}
+
+interface EndAddresses {
+  v4: string;
+  v6: string;
+}
+
+function pathAddresses(client: EndAddresses, server: EndAddresses): Pick<NetPath, 'clientAddress' | 'serverAddress' | 'clientAddress6' | 'serverAddress6'> {
+  return { clientAddress: client.v4, serverAddress: server.v4, clientAddress6: client.v6, serverAddress6: server.v6 };
 }
 
 let labSequence = 0;
@@ -160,19 +172,22 @@ export class NetLab {
   /** Client and server in one namespace, talking over its loopback. */
   async loopbackPath(): Promise<NetPath> {
     const ns = await this.createNamespace('lo');
-    return { kind: 'loopback', clientNs: ns, serverNs: ns, clientAddress: '127.0.0.1', serverAddress: '127.0.0.1' };
+    return {
+      kind: 'loopback', clientNs: ns, serverNs: ns,
+      clientAddress: '127.0.0.1', serverAddress: '127.0.0.1', clientAddress6: '::1', serverAddress6: '::1',
+    };
   }
 
   /** Two namespaces joined by a veth pair (no delay: the low-RTT extreme). */
   async vethPath(): Promise<NetPath> {
     const clientNs = await this.createNamespace('a');
     const serverNs = await this.createNamespace('b');
-    const [clientAddress, serverAddress] = this.nextSubnet();
+    const [client, server] = this.nextSubnet();
     // Created directly inside the namespaces, so the names never collide with anything in the host.
     await run('ip', ['-n', clientNs, 'link', 'add', 'ncveth0', 'type', 'veth', 'peer', 'name', 'ncveth1', 'netns', serverNs]);
-    await this.configureEnd(clientNs, 'ncveth0', clientAddress);
-    await this.configureEnd(serverNs, 'ncveth1', serverAddress);
-    return { kind: 'veth', clientNs, serverNs, clientAddress, serverAddress };
+    await this.configureEnd(clientNs, 'ncveth0', client);
+    await this.configureEnd(serverNs, 'ncveth1', server);
+    return { kind: 'veth', clientNs, serverNs, ...pathAddresses(client, server) };
   }
 
   /** Two namespaces, each with a TAP, joined by the delay relay (20 ms RTT by default). */
@@ -190,10 +205,10 @@ export class NetLab {
     this.children.push(relay);
     await waitForLine(relay, /^ready$/m, 5000, 'delay relay');
     detachQuietly(relay);
-    const [clientAddress, serverAddress] = this.nextSubnet();
-    await this.configureEnd(clientNs, 'nctap0', clientAddress);
-    await this.configureEnd(serverNs, 'nctap0', serverAddress);
-    return { kind: 'relay', clientNs, serverNs, clientAddress, serverAddress };
+    const [client, server] = this.nextSubnet();
+    await this.configureEnd(clientNs, 'nctap0', client);
+    await this.configureEnd(serverNs, 'nctap0', server);
+    return { kind: 'relay', clientNs, serverNs, ...pathAddresses(client, server) };
   }
 
   async createPath(kind: PathKind, relay?: RelayOptions): Promise<NetPath> {
@@ -202,13 +217,16 @@ export class NetLab {
     return this.relayPath(relay);
   }
 
-  /** The real /usr/bin/iperf3 (no rule matches it) serving in the path's server namespace. */
-  async startIperfServer(path: NetPath, binary = '/usr/bin/iperf3'): Promise<IperfServer> {
+  /**
+   * The real /usr/bin/iperf3 (no rule matches it) serving in the path's server namespace, bound to
+   * `address` (the server's IPv4 address unless told, e.g. `path.serverAddress6`).
+   */
+  async startIperfServer(path: NetPath, binary = '/usr/bin/iperf3', address = path.serverAddress): Promise<IperfServer> {
     this.assertOpen();
     const port = this.portSequence++;
     const server = spawn(
       'ip',
-      ['netns', 'exec', path.serverNs, binary, '-s', '-B', path.serverAddress, '-p', String(port), '--forceflush'],
+      ['netns', 'exec', path.serverNs, binary, '-s', '-B', address, '-p', String(port), '--forceflush'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.children.push(server);
@@ -216,7 +234,7 @@ export class NetLab {
     detachQuietly(server);
     return {
       ns: path.serverNs,
-      address: path.serverAddress,
+      address,
       port,
       stop: () => killChild(server),
     };
@@ -240,14 +258,20 @@ export class NetLab {
     liveLabs.delete(this);
   }
 
-  private nextSubnet(): [string, string] {
+  /** The two ends of a fresh subnet: IPv4 in 10.199.N.0/24 and IPv6 in fd00:199:N::/64. */
+  private nextSubnet(): [EndAddresses, EndAddresses] {
     // Namespaces are private, so the same subnet in two labs never meets; distinct ones ease reading.
     const third = ((this.id * 16 + this.subnetSequence++) % 254) + 1;
-    return [`10.199.${third}.1`, `10.199.${third}.2`];
+    return [
+      { v4: `10.199.${third}.1`, v6: `fd00:199:${third}::1` },
+      { v4: `10.199.${third}.2`, v6: `fd00:199:${third}::2` },
+    ];
   }
 
-  private async configureEnd(ns: string, device: string, address: string): Promise<void> {
-    await run('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', device]);
+  private async configureEnd(ns: string, device: string, address: EndAddresses): Promise<void> {
+    await run('ip', ['-n', ns, 'addr', 'add', `${address.v4}/24`, 'dev', device]);
+    // nodad: the address is usable at once instead of after ~1 s of duplicate address detection.
+    await run('ip', ['-n', ns, '-6', 'addr', 'add', `${address.v6}/64`, 'dev', device, 'nodad']);
     await run('ip', ['-n', ns, 'link', 'set', device, 'txqueuelen', '10000', 'up']);
   }
 
