@@ -107,8 +107,8 @@ async function fetchFollowing(startUrl: string, etag: string | null, limits: Fet
 }
 
 /** Reads the body, giving up as soon as it exceeds `maxBytes` (a declared Content-Length is checked first). */
-async function readCapped(response: Response, maxBytes: number, url: string): Promise<string> {
-  const tooLarge = (): SubscriptionFetchError => new SubscriptionFetchError('too_large', `bundle too large: ${url} sent more than ${maxBytes} bytes`);
+export async function readCapped(response: Response, maxBytes: number, url: string, what = 'bundle'): Promise<string> {
+  const tooLarge = (): SubscriptionFetchError => new SubscriptionFetchError('too_large', `${what} too large: ${url} sent more than ${maxBytes} bytes`);
   const declared = Number(response.headers.get('content-length'));
   if (Number.isFinite(declared) && declared > maxBytes) {
     await response.body?.cancel();
