@@ -18,7 +18,8 @@ export interface EventPayloads {
   engine_recovered: { state: string; restarts: number; rules_reapplied: number };
   config_reloaded: { source: 'api' | 'file'; changed: string[] };
   config_error: { source: 'file'; detail: string; errors: FieldError[] };
-  license_changed: { used: number; cap: number };
+  /** `reason` and `credit_id` say which credit changed (absent on emitters that only report figures). */
+  license_changed: { used: number; cap: number; reason?: 'activated' | 'transferred'; credit_id?: string };
   group_updated: { group_id: string; name: string; version: string };
   group_error: { group_id: string; detail: string };
 }

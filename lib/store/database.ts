@@ -75,6 +75,29 @@ const MIGRATIONS: readonly string[] = [
      created_at TEXT NOT NULL,
      updated_at TEXT NOT NULL
    );`,
+  // Licensing (lib/store/license-store.ts): credits bound here, credits transferred away (their last
+  // binding number refuses their old bound token), and checkouts started here.
+  `CREATE TABLE license_credits (
+     credit_id TEXT PRIMARY KEY,
+     units INTEGER NOT NULL,
+     variant_id TEXT NOT NULL,
+     token TEXT NOT NULL,
+     binding INTEGER NOT NULL,
+     activated_at TEXT NOT NULL
+   );
+   CREATE TABLE license_retired_credits (
+     credit_id TEXT PRIMARY KEY,
+     binding INTEGER NOT NULL,
+     units INTEGER NOT NULL,
+     unbound_token TEXT NOT NULL,
+     transferred_at TEXT NOT NULL
+   );
+   CREATE TABLE billing_checkouts (
+     nonce TEXT PRIMARY KEY,
+     variant_id TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     credit_id TEXT
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
