@@ -29,6 +29,10 @@ import { EngineSupervisor } from './services/engine-supervisor.js';
 import { GroupService } from './services/group-service.js';
 import type { FetchLimits } from './services/subscription-fetcher.js';
 import { GroupsStore } from './store/groups-store.js';
+import { LicenseStore } from './store/license-store.js';
+import { openLicenseService } from './services/license-service.js';
+import { engineHwidReader } from './license/hwid.js';
+import type { LicenseSettings } from './license/settings.js';
 import statusRoutes from './routes/status.js';
 import throughputRoutes from './routes/throughput.js';
 import connectionRoutes from './routes/connections.js';
@@ -39,6 +43,8 @@ import configRoutes from './routes/config.js';
 import authRoutes from './routes/auth.js';
 import eventRoutes from './routes/events.js';
 import groupRoutes from './routes/groups.js';
+import licenseRoutes from './routes/license.js';
+import billingRoutes from './routes/billing.js';
 import openApiRoutes, { RouteCatalog } from './routes/openapi.js';
 import { VERSION } from './version.js';
 
@@ -71,6 +77,8 @@ export interface AppOptions {
   quotaNow?: () => Date;
   /** Subscription fetch limits (timeout, size cap, redirects); tests shorten the timeout. */
   groupFetchLimits?: Partial<FetchLimits>;
+  /** Licensing: upstream timeouts, clocks, and the explicit test settings (lib/license/settings.ts). */
+  license?: LicenseSettings;
 }
 
 /** What the rest of the process (server.ts, tests) may reach of a running service. */
@@ -121,15 +129,19 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const db = openDatabase(options.dataDir);
   const store = new RulesStore(db);
   const meta = new MetaStore(db);
+  const license = await openLicenseService({
+    store: new LicenseStore(db), events, log: app.log, serverUrl: () => config.current().license.server_url,
+    readNativeHwid: engineHwidReader(options.engine), settings: options.license,
+  });
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
-  const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events });
+  const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events, slots: license });
   const groups = new GroupService({
     rules, rulesStore: store, quotasStore: new QuotasStore(db), store: new GroupsStore(db), events, log: app.log,
-    fetchLimits: options.groupFetchLimits,
+    slots: license, fetchLimits: options.groupFetchLimits,
   });
   const blocked = new BlockedTotal(options.engine, meta);
   const quotas = new QuotaService({
-    engine: options.engine, store: new QuotasStore(db), events, log: app.log, now: options.quotaNow,
+    engine: options.engine, store: new QuotasStore(db), events, log: app.log, slots: license, now: options.quotaNow,
     sampleIntervalMs: options.quotaSampleIntervalMs, flushIntervalMs: options.quotaFlushIntervalMs,
   });
   const activity = new ActivityService({
@@ -219,6 +231,8 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   await api.register(authRoutes, { prefix: API_PREFIX, dataDir: options.dataDir, tokens, eventStream });
   await api.register(eventRoutes, { prefix: API_PREFIX, hub: eventStream });
   await api.register(groupRoutes, { prefix: API_PREFIX, groups, basePath: API_PREFIX });
+  await api.register(licenseRoutes, { prefix: API_PREFIX, license });
+  await api.register(billingRoutes, { prefix: API_PREFIX, license, basePath: API_PREFIX, now: options.license?.now });
   await api.register(openApiRoutes, { prefix: API_PREFIX, catalog, version });
 };
 // What fastify-plugin does: run in the caller's context instead of an encapsulated child.

@@ -10,6 +10,7 @@ import { UnavailableEngine } from './engine/unavailable.js';
 import { buildApp } from './app.js';
 import { ensureDataDir } from './services/data-dir.js';
 import { ConfigError, loadConfig, parseListen, type ListenAddress } from './services/config.js';
+import { licenseSettingsFromEnv } from './license/settings.js';
 
 export interface ServeOptions {
   dataDir: string;
@@ -72,7 +73,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
 
   let app: FastifyInstance;
   try {
-    app = await buildApp({ engine, dataDir: options.dataDir, logLevel: config.log.level });
+    // NETCLAMP_TEST_* licensing settings are for end-to-end tests; the service warns loudly when they are set.
+    app = await buildApp({ engine, dataDir: options.dataDir, logLevel: config.log.level, license: licenseSettingsFromEnv(process.env) });
   } catch (error) {
     await engine.close().catch(() => {});
     throw error;

@@ -24,6 +24,7 @@ import { MANUAL_SOURCE, type GroupsStore, type StoredGroup, type StoredSubscript
 import type { RulesStore, StoredRule } from '../store/rules-store.js';
 import type { EventBus } from './event-bus.js';
 import type { RuleService } from './rule-service.js';
+import { quotaSlots, ruleSlots, sumSlots, type SlotGate } from './clamp-slots.js';
 import {
   DEFAULT_FETCH_TIMEOUT_MS, DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_REDIRECTS, fetchBundle, subscriptionUrlProblem,
   SubscriptionFetchError, type FetchLimits,
@@ -40,6 +41,8 @@ export interface GroupServiceOptions {
   store: GroupsStore;
   events: EventBus;
   log: FastifyBaseLogger;
+  /** Clamp-slot cap (licensing): a bundle that does not fit is refused whole. None = no cap. */
+  slots?: SlotGate;
   fetchLimits?: Partial<FetchLimits>;
   now?: () => Date;
 }
@@ -95,6 +98,7 @@ export class GroupService {
   private readonly store: GroupsStore;
   private readonly events: EventBus;
   private readonly log: FastifyBaseLogger;
+  private readonly slots: SlotGate | undefined;
   private readonly limits: FetchLimits;
   private readonly now: () => Date;
   private readonly timers = new Map<string, NodeJS.Timeout>();
@@ -109,6 +113,7 @@ export class GroupService {
     this.store = options.store;
     this.events = options.events;
     this.log = options.log;
+    this.slots = options.slots;
     this.limits = {
       timeoutMs: options.fetchLimits?.timeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS,
       maxBytes: options.fetchLimits?.maxBytes ?? DEFAULT_MAX_BUNDLE_BYTES,
@@ -323,7 +328,7 @@ export class GroupService {
     let previousQuotas: StoredQuota[] = [];
     let insertedQuotas: StoredQuota[] = [];
     await this.rules.replaceGroupRules(bundle.id, bundle.rules, {
-      persist: () => {
+      persist: (_ruleIds, replacedRules) => {
         previous = this.store.getGroup(bundle.id);
         if (previous !== undefined && previous.source !== MANUAL_SOURCE && previous.source !== source) {
           throw new ProblemError(409, source === MANUAL_SOURCE
@@ -347,6 +352,12 @@ export class GroupService {
         for (const quota of previousQuotas) this.quotasStore.delete(quota.id);
         insertedQuotas = bundle.quotas.map((draft) =>
           this.quotasStore.insert(draft, carriedPeriod(draft, previousQuotas, now), now.toISOString(), bundle.id));
+        // Inside the transaction, after the whole bundle is written: a refusal rolls all of it back.
+        this.slots?.requireSlots(
+          sumSlots(bundle.rules, ruleSlots) + sumSlots(bundle.quotas, quotaSlots)
+            - sumSlots(replacedRules, ruleSlots) - sumSlots(previousQuotas, quotaSlots),
+          `bundle ${bundle.id}`, { written: true },
+        );
       },
       undo: () => {
         for (const quota of insertedQuotas) this.quotasStore.delete(quota.id);

@@ -23,6 +23,7 @@ import { ProblemError } from '../http/problem.js';
 import type { Quota, QuotaDraft } from '../schemas/quota.js';
 import type { QuotaPeriodState, QuotasStore, StoredQuota } from '../store/quotas-store.js';
 import type { EventBus } from './event-bus.js';
+import { quotaSlots, type SlotGate } from './clamp-slots.js';
 import { periodOver, periodStrings } from './quota-period.js';
 import { etagOf, ifMatchAccepts } from './rule-service.js';
 
@@ -41,6 +42,8 @@ export interface QuotaServiceOptions {
   store: QuotasStore;
   events: EventBus;
   log: FastifyBaseLogger;
+  /** Clamp-slot cap of quotas (licensing); none = no cap. */
+  slots?: SlotGate;
   now?: () => Date;
   /** 0 = no timer (tests call `sample()`). */
   sampleIntervalMs?: number;
@@ -106,6 +109,7 @@ export class QuotaService {
   private readonly store: QuotasStore;
   private readonly events: EventBus;
   private readonly log: FastifyBaseLogger;
+  private readonly slots: SlotGate | undefined;
   private readonly now: () => Date;
   /** Identities learned per pattern quota (FILENAME/DIRECTORY), from the last sample. */
   private watched = new Map<number, string[]>();
@@ -126,6 +130,7 @@ export class QuotaService {
     this.store = options.store;
     this.events = options.events;
     this.log = options.log;
+    this.slots = options.slots;
     this.now = options.now ?? (() => new Date());
     const sampleMs = options.sampleIntervalMs ?? QUOTA_SAMPLE_INTERVAL_MS;
     const flushMs = options.flushIntervalMs ?? QUOTA_FLUSH_INTERVAL_MS;
@@ -164,6 +169,7 @@ export class QuotaService {
   create(draft: QuotaDraft, groupId: string | null = null): Promise<Quota> {
     return this.exclusive(async () => {
       this.requirePatternSupport(draft);
+      this.slots?.requireSlots(quotaSlots(draft), 'this quota');
       const state: QuotaPeriodState = {
         used_bytes: 0, ...periodStrings(draft.period, this.now()), exceeded: false, exceeded_at: null,
       };
@@ -192,6 +198,7 @@ export class QuotaService {
         throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of quota ${id} (${current.revision}); read the quota and retry`);
       }
       this.requirePatternSupport(draft);
+      this.slots?.requireSlots(quotaSlots(draft) - quotaSlots(current), `quota ${id}`);
       this.flushNow();
       const fresh = this.store.get(id)!;
       const state = periodStateOf(fresh);

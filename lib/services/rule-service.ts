@@ -16,6 +16,7 @@ import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rul
 import type { RulesStore, StoredRule } from '../store/rules-store.js';
 import type { AppPathWatcher } from './app-path-watcher.js';
 import type { EventBus } from './event-bus.js';
+import { ruleSlots, type SlotGate } from './clamp-slots.js';
 
 /** Seconds a client should wait before retrying a write the engine could not take. */
 export const ENGINE_RETRY_AFTER_SECONDS = 5;
@@ -26,9 +27,12 @@ interface SyncOutcome {
   error: string | null;
 }
 
-/** What a group write does to the group's own rows: inside the rules' transaction, and to undo it. */
+/**
+ * What a group write does to the group's own rows: inside the rules' transaction (with the group's rules
+ * it replaced, already deleted there), and to undo it.
+ */
 export interface GroupWriteHooks<T> {
-  persist(ruleIds: T): void;
+  persist(ruleIds: T, replaced: readonly StoredRule[]): void;
   undo(): void;
 }
 
@@ -39,6 +43,8 @@ export interface RuleServiceOptions {
   log: FastifyBaseLogger;
   /** Where rule_sync_error goes; optional so the service can be used without a bus. */
   events?: EventBus;
+  /** Clamp-slot cap of LIMIT rules (licensing); none = no cap. */
+  slots?: SlotGate;
   now?: () => Date;
 }
 
@@ -96,6 +102,7 @@ export class RuleService {
   private readonly watcher: AppPathWatcher;
   private readonly log: FastifyBaseLogger;
   private readonly events: EventBus | undefined;
+  private readonly slots: SlotGate | undefined;
   private readonly now: () => Date;
   private readonly queue = new SerialQueue();
   private closed = false;
@@ -106,6 +113,7 @@ export class RuleService {
     this.watcher = options.watcher;
     this.log = options.log;
     this.events = options.events;
+    this.slots = options.slots;
     this.now = options.now ?? (() => new Date());
   }
 
@@ -137,6 +145,7 @@ export class RuleService {
   create(draft: RuleDraft): Promise<Rule> {
     return this.exclusive(async () => {
       if (draft.enabled) this.requireEngine();
+      this.slots?.requireSlots(ruleSlots(draft), 'this rule');
       const stored = this.store.insert(draft, draft.enabled ? 'PENDING' : 'DISABLED', this.timestamp());
       if (draft.enabled) {
         try {
@@ -166,6 +175,7 @@ export class RuleService {
         throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of rule ${id} (${current.revision}); read the rule and retry`);
       }
       if (current.enabled || draft.enabled) this.requireEngine();
+      this.slots?.requireSlots(ruleSlots(draft) - ruleSlots(current), `rule ${id}`);
       const updated = this.store.replace(id, draft, draft.enabled ? 'PENDING' : 'DISABLED', this.timestamp());
       try {
         if (draft.enabled) await this.applyEnabled(updated, true);
@@ -248,7 +258,7 @@ export class RuleService {
       const inserted = this.store.transaction(() => {
         for (const rule of previous) this.store.delete(rule.id);
         const rows = drafts.map((draft) => this.store.insert(draft, draft.enabled ? 'PENDING' : 'DISABLED', now, groupId));
-        hooks.persist(rows.map((row) => row.id));
+        hooks.persist(rows.map((row) => row.id), previous);
         return rows;
       });
       try {
@@ -277,7 +287,7 @@ export class RuleService {
       if (previous.some((rule) => rule.enabled)) this.requireEngine();
       this.store.transaction(() => {
         for (const rule of previous) this.store.delete(rule.id);
-        hooks.persist(undefined);
+        hooks.persist(undefined, previous);
       });
       try {
         for (const rule of previous) await this.removeFromEngine(rule);
