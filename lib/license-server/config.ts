@@ -7,7 +7,7 @@ import { fieldErrorsFromSchemaIssues, type SchemaValidationIssue } from '../http
 import { privateKeyFromText } from '../license/token.js';
 import { parseListen, type ListenAddress } from '../services/config.js';
 import { DEFAULT_LISTEN, type LicenseServerOptions } from './app.js';
-import { DEFAULT_PROVIDER_TIMEOUT_MS, DEFAULT_PROVIDER_URL } from './provider.js';
+import { DEFAULT_PROVIDER_TIMEOUT_MS, DEFAULT_PROVIDER_URL, type ProviderSettings } from './provider.js';
 import { PackListSchema, type Pack } from './schemas.js';
 
 export const DEFAULT_DB = 'netclamp-license-server.db';
@@ -27,7 +27,7 @@ export class LicenseServerConfigError extends Error {
   }
 }
 
-export type ServeSettings = Omit<LicenseServerOptions, 'logger' | 'now'> & { listen: ListenAddress };
+export type ServeSettings = Omit<LicenseServerOptions, 'logger' | 'now' | 'provider'> & { provider: ProviderSettings; listen: ListenAddress };
 
 export function settingsFromEnv(env: NodeJS.ProcessEnv): ServeSettings {
   const problems: string[] = [];
