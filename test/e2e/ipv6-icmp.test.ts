@@ -308,6 +308,7 @@ describe('IPv6 and ICMP (e2e, real traffic)', privilegedSuite(), () => {
       t.after(() => probe.kill('SIGKILL'));
       const seen = await eventually(async () => (probe.pid ? icmpSocketKindOf(probe.pid) : null), 3000, 20);
       assert.equal(seen, kind, `the copy of ping used ${seen ?? 'no ICMP socket'}`);
+      probe.kill('SIGKILL'); // its later packets would blur the counters below
       await assertPings(app, 'before any rule');
 
       const tcpOnly = ruleDraft({ app_path: app, action: 'BLOCK', protocol: 'TCP' });
