@@ -121,6 +121,7 @@ describe('licensing end to end: checkout, webhook, transfer, rebind, refusals', 
   test('the two services run with test settings and different HWIDs; without credits the 4th LIMIT rule is a 402', async () => {
     const [stateA, stateB] = [await a.license(), await b.license()];
     assert.equal(stateA.test_settings, true);
+    assert.match(fs.readFileSync(path.join(a.dataDir, 'service.log'), 'utf8'), /LICENSING TEST SETTINGS IN EFFECT/, 'the service warns in its log');
     assert.notEqual(stateA.hwid, stateB.hwid);
     for (let i = 1; i <= 3; i++) assert.equal((await a.limitRule(`limit ${i}`)).status, 201);
     const refused = await a.limitRule('limit 4');
