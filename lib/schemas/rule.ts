@@ -128,16 +128,32 @@ export function withDraftDefaults(input: RuleDraftInput | RuleUpdateInput): Rule
   };
 }
 
-/** True for '' (any), an IPv4/IPv6 address, or a CIDR prefix with a prefix length valid for its family. */
-export function isValidRemoteAddress(value: string): boolean {
-  if (value === '') return true;
+/**
+ * Why `value` is not a remote address both engines accept, or null when it is: '' (any), an IPv4 or IPv6
+ * address, or ADDR/LEN. Stricter than node's isIP on purpose, to refuse up front what the data planes
+ * would refuse later (a stored rule in ERROR): zone ids (`fe80::1%eth0`: neither inet_pton nor the WFP
+ * planner takes them, and a rule matches every interface anyway), IPv6 with an embedded dotted IPv4 (the
+ * Windows planner reads hex groups only; bundles travel between platforms), and prefix lengths with
+ * leading zeros (`/08`, refused by the Windows planner).
+ */
+export function remoteAddressProblem(value: string): string | null {
+  if (value === '') return null;
   const slash = value.indexOf('/');
-  if (slash === -1) return isIP(value) !== 0;
-  const address = value.slice(0, slash);
-  const prefix = value.slice(slash + 1);
+  const address = slash === -1 ? value : value.slice(0, slash);
+  if (address.includes('%')) {
+    return 'must not carry a zone id (%...): give the address alone, a rule matches it on every interface';
+  }
   const family = isIP(address);
-  if (family === 0 || !/^\d{1,3}$/.test(prefix)) return false;
-  return Number(prefix) <= (family === 4 ? 32 : 128);
+  if (family === 0) return 'must be empty, an IPv4/IPv6 address, or a CIDR prefix with a valid prefix length';
+  if (family === 6 && address.includes('.')) {
+    return 'must write IPv6 in hex groups (an IPv4-mapped address as plain IPv4, e.g. 192.0.2.1)';
+  }
+  if (slash === -1) return null;
+  const prefix = value.slice(slash + 1);
+  if (!/^(0|[1-9]\d{0,2})$/.test(prefix) || Number(prefix) > (family === 4 ? 32 : 128)) {
+    return `must be a CIDR prefix with a valid prefix length (0-${family === 4 ? 32 : 128}, no leading zeros)`;
+  }
+  return null;
 }
 
 /** The cross-field checks the schema cannot express; returns every problem, empty when valid. */
@@ -155,12 +171,8 @@ export function validateRuleDraft(draft: RuleDraft): FieldError[] {
       if (draft[field] !== null) errors.push({ field, message: `must be null when action is ${draft.action}` });
     }
   }
-  if (!isValidRemoteAddress(draft.remote_address)) {
-    errors.push({
-      field: 'remote_address',
-      message: 'must be empty, an IPv4/IPv6 address, or a CIDR prefix with a valid prefix length',
-    });
-  }
+  const remoteProblem = remoteAddressProblem(draft.remote_address);
+  if (remoteProblem !== null) errors.push({ field: 'remote_address', message: remoteProblem });
   if (draft.app_path !== '' && (!path.isAbsolute(draft.app_path) || draft.app_path.includes('\0'))) {
     errors.push({ field: 'app_path', message: 'must be empty (every application) or an absolute path' });
   }
