@@ -3,7 +3,17 @@
  * reads `remote_port: must be <= 65535` instead of a JSON pointer and a keyword.
  */
 import { STATUS_CODES } from 'node:http';
+import { Settings } from 'typebox/system';
 import type { FieldError, Problem } from '../schemas/problem.js';
+
+/**
+ * typebox stops collecting errors after 8 by default, so a 400 would name only some of the bad fields.
+ * Raised once for the process (a global setting, read at every Errors() call) by every module that
+ * turns schema errors into problems; a cap remains so a 1 MiB bundle of bad drafts cannot make a
+ * multi-megabyte answer.
+ */
+export const MAX_FIELD_ERRORS = 1000;
+Settings.Set({ maxErrors: MAX_FIELD_ERRORS });
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 

@@ -1,0 +1,26 @@
+/**
+ * What 400 and 415 problem documents say: every offending field, and a reason a client can act on.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assertProblem, draft, startTestApp } from '../helpers/app.js';
+
+test('a 400 names every offending field, not only the first eight (PUT of a GET body)', async (t) => {
+  const { request } = await startTestApp(t);
+  const created = (await request({ method: 'POST', url: '/api/v1/rules', payload: draft() })).json() as Record<string, unknown>;
+  const readOnly = ['id', 'sync_state', 'sync_error', 'group_id', 'created_at', 'updated_at', 'bytes_up', 'bytes_down', 'blocked_count'];
+  const problem = assertProblem(await request({ method: 'PUT', url: `/api/v1/rules/${String(created.id)}`, payload: created }), 400);
+  const fields = (problem.errors as Array<{ field: string; message: string }>).map((e) => e.field).sort();
+  assert.deepEqual(fields, [...readOnly].sort());
+  for (const field of readOnly) assert.match(String(problem.detail), new RegExp(`(^|; )${field}: unknown field`));
+});
+
+test('a 400 of a group bundle names every bad rule', async (t) => {
+  const { request } = await startTestApp(t);
+  const rules = Array.from({ length: 12 }, (_, i) => ({ name: `r${i}`, app_path: '', action: 'BLOCK', remote_port: 70000 }));
+  const problem = assertProblem(await request({
+    method: 'POST', url: '/api/v1/groups/install', payload: { id: 'many', name: 'Many', version: '1', rules, quotas: [] },
+  }), 400);
+  const fields = (problem.errors as Array<{ field: string }>).map((e) => e.field);
+  assert.deepEqual(fields, rules.map((_, i) => `rules[${i}].remote_port`));
+});
