@@ -50,7 +50,8 @@ export function installProblemHandlers(app: FastifyInstance, logName = 'service.
     const fastifyError = error as FastifyError;
     if (fastifyError.validation !== undefined) {
       const issues = fastifyError.validation as unknown as SchemaValidationIssue[];
-      return sendProblem(reply, validationProblem(fieldErrorsFromSchemaIssues(issues, fastifyError.validationContext)));
+      const query = request.query as Record<string, unknown> | undefined;
+      return sendProblem(reply, validationProblem(fieldErrorsFromSchemaIssues(issues, fastifyError.validationContext, query)));
     }
     const status = fastifyError.statusCode;
     if (status !== undefined && status >= 400 && status < 500) {

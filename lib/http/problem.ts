@@ -63,8 +63,11 @@ function fieldName(context: string | undefined, instancePath: string): string {
 /**
  * Collapses the raw issues into one message per field. A union (`anyOf`) reports one issue per branch;
  * the user needs only the branch that had the right type ("must be >= 1"), or the list of allowed values.
+ * `query` is the parsed query string (for `querystring` issues), to tell a repeated parameter from a bad one.
  */
-export function fieldErrorsFromSchemaIssues(issues: readonly SchemaValidationIssue[], context?: string): FieldError[] {
+export function fieldErrorsFromSchemaIssues(
+  issues: readonly SchemaValidationIssue[], context?: string, query?: Record<string, unknown>,
+): FieldError[] {
   const byPath = new Map<string, SchemaValidationIssue[]>();
   const result: FieldError[] = [];
   const seen = new Set<string>();
@@ -86,6 +89,11 @@ export function fieldErrorsFromSchemaIssues(issues: readonly SchemaValidationIss
     if (issue.keyword === 'boolean' && (issue.schemaPath ?? '').endsWith('additionalProperties')) {
       // The same unknown field, reported by typebox a second time as "schema is false".
       push(fieldName(context, issue.instancePath), 'unknown field');
+      continue;
+    }
+    if (context === 'querystring' && issue.keyword === 'type' && Array.isArray(query?.[issue.instancePath.slice(1)])) {
+      // `?window=60&window=2` parses to an array: the client repeated a parameter that takes one value.
+      push(fieldName(context, issue.instancePath), 'give it once');
       continue;
     }
     if (issue.keyword === 'required') {

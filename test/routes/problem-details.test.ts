@@ -24,3 +24,11 @@ test('a 400 of a group bundle names every bad rule', async (t) => {
   const fields = (problem.errors as Array<{ field: string }>).map((e) => e.field);
   assert.deepEqual(fields, rules.map((_, i) => `rules[${i}].remote_port`));
 });
+
+test('a repeated query parameter is a 400 saying to give it once', async (t) => {
+  const { request } = await startTestApp(t);
+  const problem = assertProblem(await request({ method: 'GET', url: '/api/v1/throughput?window=60&window=2' }), 400);
+  assert.equal(problem.detail, 'window: give it once');
+  // A single bad value still says what a window is.
+  assert.match(String(assertProblem(await request({ method: 'GET', url: '/api/v1/throughput?window=x' }), 400).detail), /^window: must be an integer/);
+});
