@@ -4,6 +4,7 @@ import {
   validateQuotaDraft, withQuotaDefaults, type QuotaDraft, type QuotaDraftInput,
 } from '../schemas/quota.js';
 import { validationProblem } from '../http/problem.js';
+import { parseIfMatch } from '../http/if-match.js';
 import { etagOf, parseQuotaId, type QuotaService } from '../services/quota-service.js';
 
 export interface QuotaRouteOptions {
@@ -41,13 +42,14 @@ const quotaRoutes: FastifyPluginAsyncTypebox<QuotaRouteOptions> = async (app, op
   }, async (request, reply) => {
     const id = parseQuotaId(request.params.id);
     const { revision, ...draftInput } = request.body;
-    const quota = await quotas.update(id, checkedDraft(draftInput), { ifMatch: request.headers['if-match'], expectedRevision: revision });
+    const quota = await quotas.update(id, checkedDraft(draftInput), { ifMatch: parseIfMatch(request.headers['if-match']), expectedRevision: revision });
     reply.header('ETag', etagOf(quota));
     return quota;
   });
 
   app.delete('/quotas/:id', { schema: { params: QuotaIdParamsSchema } }, async (request, reply) => {
-    await quotas.delete(parseQuotaId(request.params.id));
+    const id = parseQuotaId(request.params.id);
+    await quotas.delete(id, parseIfMatch(request.headers['if-match']));
     return reply.code(204).send();
   });
 

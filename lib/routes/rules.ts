@@ -4,6 +4,7 @@ import {
   validateRuleDraft, withDraftDefaults, type RuleDraft, type RuleDraftInput,
 } from '../schemas/rule.js';
 import { validationProblem } from '../http/problem.js';
+import { parseIfMatch } from '../http/if-match.js';
 import { etagOf, parseRuleId, type RuleService } from '../services/rule-service.js';
 
 export interface RuleRouteOptions {
@@ -41,14 +42,15 @@ const ruleRoutes: FastifyPluginAsyncTypebox<RuleRouteOptions> = async (app, opti
   }, async (request, reply) => {
     const id = parseRuleId(request.params.id);
     const { revision, ...draftInput } = request.body;
-    const ifMatch = request.headers['if-match'];
+    const ifMatch = parseIfMatch(request.headers['if-match']);
     const rule = await rules.update(id, checkedDraft(draftInput), { ifMatch, expectedRevision: revision });
     reply.header('ETag', etagOf(rule));
     return rule;
   });
 
   app.delete('/rules/:id', { schema: { params: RuleIdParamsSchema } }, async (request, reply) => {
-    await rules.delete(parseRuleId(request.params.id));
+    const id = parseRuleId(request.params.id);
+    await rules.delete(id, parseIfMatch(request.headers['if-match']));
     return reply.code(204).send();
   });
 

@@ -25,7 +25,8 @@ import type { QuotaPeriodState, QuotasStore, StoredQuota } from '../store/quotas
 import type { EventBus } from './event-bus.js';
 import { quotaSlots, type SlotGate } from './clamp-slots.js';
 import { periodOver, periodStrings } from './quota-period.js';
-import { etagOf, ifMatchAccepts } from './rule-service.js';
+import { etagOf } from './rule-service.js';
+import { requireIfMatch, type IfMatch, type WriteConditions } from '../http/if-match.js';
 
 /** Sampling period: half a second keeps the overshoot past the limit under one second of traffic. */
 export const QUOTA_SAMPLE_INTERVAL_MS = 500;
@@ -184,16 +185,14 @@ export class QuotaService {
    * what was used); a new period kind starts a new period. An exceeded quota whose new limit is above the
    * count is no longer exceeded, and its action is lifted; one that is still over gets the new action.
    */
-  update(id: number, draft: QuotaDraft, conditions: { ifMatch?: string | undefined; expectedRevision?: number | undefined }): Promise<Quota> {
+  update(id: number, draft: QuotaDraft, conditions: WriteConditions): Promise<Quota> {
     return this.exclusive(async () => {
       const current = this.store.get(id);
       if (current === undefined) throw notFound(id);
       if (current.group_id !== null) {
         throw new ProblemError(409, `quota ${id} belongs to group ${current.group_id}; change it through the group`);
       }
-      if (conditions.ifMatch !== undefined && !ifMatchAccepts(conditions.ifMatch, current.revision)) {
-        throw new ProblemError(409, `If-Match ${conditions.ifMatch} is not the current revision of quota ${id} (${etagOf(current)}); read the quota and retry`);
-      }
+      requireIfMatch(conditions.ifMatch, etagOf(current), `quota ${id}`);
       if (conditions.expectedRevision !== undefined && conditions.expectedRevision !== current.revision) {
         throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of quota ${id} (${current.revision}); read the quota and retry`);
       }
@@ -216,13 +215,15 @@ export class QuotaService {
     });
   }
 
-  delete(id: number): Promise<void> {
+  /** DELETE; `ifMatch` (the parsed header), when given, must match the current revision. */
+  delete(id: number, ifMatch?: IfMatch): Promise<void> {
     return this.exclusive(async () => {
       const current = this.store.get(id);
       if (current === undefined) throw notFound(id);
       if (current.group_id !== null) {
         throw new ProblemError(409, `quota ${id} belongs to group ${current.group_id}; remove it through the group`);
       }
+      requireIfMatch(ifMatch, etagOf(current), `quota ${id}`);
       this.store.delete(id);
       this.pending.delete(id);
       await this.syncActions();

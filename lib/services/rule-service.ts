@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 import { EngineError, fingerprintOf, isInternalRuleId, type Engine, type EngineRule, type RuleCounters } from '../engine/engine.js';
 import { ProblemError } from '../http/problem.js';
+import { requireIfMatch, type IfMatch, type WriteConditions } from '../http/if-match.js';
 import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rule.js';
 import type { RulesStore, StoredRule } from '../store/rules-store.js';
 import type { AppPathWatcher } from './app-path-watcher.js';
@@ -85,17 +86,6 @@ export function etagOf(rule: { revision: number }): string {
   return `"${rule.revision}"`;
 }
 
-/** True when an If-Match header (a list of entity tags, or *) matches the current revision. */
-export function ifMatchAccepts(header: string, revision: number): boolean {
-  const current = String(revision);
-  return header.split(',').some((raw) => {
-    const tag = raw.trim();
-    if (tag === '*') return true;
-    const match = /^(?:W\/)?"([^"]*)"$/.exec(tag);
-    return match !== null && match[1] === current;
-  });
-}
-
 export class RuleService {
   private readonly engine: Engine;
   private readonly store: RulesStore;
@@ -163,14 +153,12 @@ export class RuleService {
    * PUT: replace the draft. `ifMatch` (header) or `expectedRevision` (body) must name the current
    * revision when given; without either the replace is unconditional.
    */
-  update(id: number, draft: RuleDraft, conditions: { ifMatch?: string | undefined; expectedRevision?: number | undefined }): Promise<Rule> {
+  update(id: number, draft: RuleDraft, conditions: WriteConditions): Promise<Rule> {
     return this.exclusive(async () => {
       const current = this.store.get(id);
       if (current === undefined) throw notFound(id);
       this.refuseGroupRule(current);
-      if (conditions.ifMatch !== undefined && !ifMatchAccepts(conditions.ifMatch, current.revision)) {
-        throw new ProblemError(409, `If-Match ${conditions.ifMatch} is not the current revision of rule ${id} (${etagOf(current)}); read the rule and retry`);
-      }
+      requireIfMatch(conditions.ifMatch, etagOf(current), `rule ${id}`);
       if (conditions.expectedRevision !== undefined && conditions.expectedRevision !== current.revision) {
         throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of rule ${id} (${current.revision}); read the rule and retry`);
       }
@@ -189,11 +177,13 @@ export class RuleService {
     });
   }
 
-  delete(id: number): Promise<void> {
+  /** DELETE; `ifMatch` (the parsed header), when given, must match the current revision. */
+  delete(id: number, ifMatch?: IfMatch): Promise<void> {
     return this.exclusive(async () => {
       const current = this.store.get(id);
       if (current === undefined) throw notFound(id);
       this.refuseGroupRule(current);
+      requireIfMatch(ifMatch, etagOf(current), `rule ${id}`);
       if (current.enabled) this.requireEngine();
       if (this.engineOpen()) {
         try {
