@@ -184,6 +184,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
 
   const flushTimer = setInterval(() => {
     blocked.sample().then(() => blocked.flush(), (error: unknown) => app.log.warn({ err: error }, 'counter flush failed'));
+    rules.flushCounters().catch((error: unknown) => app.log.warn({ err: error }, 'rule counter flush failed'));
   }, options.counterFlushIntervalMs ?? COUNTER_FLUSH_INTERVAL_MS);
   flushTimer.unref();
 

@@ -14,10 +14,11 @@ import { EngineError, fingerprintOf, isInternalRuleId, type Engine, type EngineR
 import { ProblemError } from '../http/problem.js';
 import { requireIfMatch, type IfMatch, type WriteConditions } from '../http/if-match.js';
 import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rule.js';
-import type { RulesStore, StoredRule } from '../store/rules-store.js';
+import type { CounterValues, RulesStore, StoredRule } from '../store/rules-store.js';
 import type { AppPathWatcher } from './app-path-watcher.js';
 import type { EventBus } from './event-bus.js';
 import { ruleSlots, type SlotGate } from './clamp-slots.js';
+import { RuleCounterBook } from './rule-counters.js';
 
 /** Seconds a client should wait before retrying a write the engine could not take. */
 export const ENGINE_RETRY_AFTER_SECONDS = 5;
@@ -95,6 +96,7 @@ export class RuleService {
   private readonly slots: SlotGate | undefined;
   private readonly now: () => Date;
   private readonly queue = new SerialQueue();
+  private readonly counters: RuleCounterBook;
   private closed = false;
 
   constructor(options: RuleServiceOptions) {
@@ -105,20 +107,21 @@ export class RuleService {
     this.events = options.events;
     this.slots = options.slots;
     this.now = options.now ?? (() => new Date());
+    this.counters = new RuleCounterBook(options.store);
   }
 
   // ---- reads -------------------------------------------------------------------------------------
 
   async list(): Promise<Rule[]> {
-    const counters = await this.readRuleCounters();
-    return this.store.list().map((rule) => present(rule, counters.get(rule.id)));
+    await this.sampleCounters();
+    return this.store.list().map((rule) => present(rule, this.counters.total(rule.id)));
   }
 
   async get(id: number): Promise<Rule> {
+    await this.sampleCounters();
     const rule = this.store.get(id);
     if (rule === undefined) throw notFound(id);
-    const counters = await this.readRuleCounters();
-    return present(rule, counters.get(id));
+    return present(rule, this.counters.total(id));
   }
 
   /** Figures for /status. */
@@ -169,10 +172,12 @@ export class RuleService {
         if (draft.enabled) await this.applyEnabled(updated, true);
         else await this.removeDisabled(updated);
       } catch (error) {
-        this.store.restore(current);
+        this.restoreRule(current);
         this.updateWatch(current);
         throw this.engineDownProblem(error);
       }
+      // Only now: the kernel's counters were reset by the apply (or went with the removal).
+      this.counters.zero(id);
       return this.presentFresh(id);
     });
   }
@@ -198,6 +203,7 @@ export class RuleService {
       }
       this.watcher.unwatch(id);
       this.store.delete(id);
+      this.counters.drop(id);
     });
   }
 
@@ -207,6 +213,7 @@ export class RuleService {
       const current = this.store.get(id);
       if (current === undefined) throw notFound(id);
       this.requireEngine();
+      await this.sampleCounters(); // a re-apply of a rule the engine lost starts a new kernel life
       try {
         if (current.enabled) await this.applyEnabled(current, false);
         else await this.removeDisabled(current);
@@ -259,13 +266,14 @@ export class RuleService {
       } catch (error) {
         this.store.transaction(() => {
           for (const rule of inserted) this.store.delete(rule.id);
-          for (const rule of previous) this.store.restore(rule);
+          for (const rule of previous) this.restoreRule(rule);
           hooks.undo();
         });
         for (const rule of inserted) this.watcher.unwatch(rule.id);
         await this.reinstate(previous, inserted);
         throw this.engineDownProblem(error);
       }
+      for (const rule of previous) this.counters.drop(rule.id);
       return inserted.map((rule) => rule.id);
     });
   }
@@ -283,12 +291,13 @@ export class RuleService {
         for (const rule of previous) await this.removeFromEngine(rule);
       } catch (error) {
         this.store.transaction(() => {
-          for (const rule of previous) this.store.restore(rule);
+          for (const rule of previous) this.restoreRule(rule);
           hooks.undo();
         });
         await this.reinstate(previous, []);
         throw this.engineDownProblem(error);
       }
+      for (const rule of previous) this.counters.drop(rule.id);
     });
   }
 
@@ -305,6 +314,8 @@ export class RuleService {
         }
         return;
       }
+      // A (re-)opened engine counts from zero: what the old one counted up to its last reading is kept.
+      this.counters.foldAll();
       try {
         for (const rule of rules) {
           if (rule.enabled) await this.applyEnabled(rule, true);
@@ -321,10 +332,20 @@ export class RuleService {
     });
   }
 
-  /** Waits for queued work, then stops the watchers. */
+  /** Reads the rule counters and saves them (the periodic flush; a crash loses at most one period). */
+  flushCounters(): Promise<void> {
+    return this.exclusive(async () => {
+      await this.sampleCounters();
+      this.counters.flush();
+    });
+  }
+
+  /** Waits for queued work, saves the counters, then stops the watchers. */
   async close(): Promise<void> {
     this.closed = true;
     await this.queue.idle();
+    await this.sampleCounters();
+    this.counters.flush();
     this.watcher.close();
   }
 
@@ -332,6 +353,7 @@ export class RuleService {
 
   private async reconcileNow(): Promise<ReconcileResult> {
     const result: ReconcileResult = { checked: 0, repaired: 0, removed: 0, errors: 0 };
+    await this.sampleCounters(); // a repaired rule that the engine had lost starts a new kernel life
     // Internal ids (quota actions) are not the user's rules: not checked, not removed as orphans.
     const installed = new Map((await this.engine.installedRules())
       .filter((entry) => !isInternalRuleId(entry.id))
@@ -419,6 +441,7 @@ export class RuleService {
    */
   private async reinstate(restored: readonly StoredRule[], discarded: readonly StoredRule[]): Promise<void> {
     if (!this.engineOpen()) return;
+    await this.sampleCounters();
     try {
       for (const rule of discarded) if (rule.enabled) await this.engine.removeRule(rule.id);
       for (const rule of restored) if (rule.enabled) await this.applyEnabled(rule, false);
@@ -471,6 +494,7 @@ export class RuleService {
         return;
       }
       try {
+        await this.sampleCounters(); // the engine drops a rule whose file vanished, and its counters
         const outcome = await this.applyEnabled(rule, false);
         this.log.info({ ruleId: id, syncState: outcome.state }, 'app path changed; rule re-applied');
       } catch (error) {
@@ -479,20 +503,29 @@ export class RuleService {
     }).catch((error: unknown) => this.log.error({ err: error, ruleId: id }, 're-apply after an app path change failed'));
   }
 
-  private async readRuleCounters(): Promise<Map<number, RuleCounters>> {
-    if (!this.engineOpen()) return new Map();
+  /** One kernel reading into the counter book; while the engine is down the last reading stands. */
+  private async sampleCounters(): Promise<void> {
+    if (!this.engineOpen()) return;
+    const token = this.counters.beginReading();
+    let readings: readonly RuleCounters[];
     try {
-      const counters = await this.engine.readCounters();
-      return new Map(counters.rules.map((entry) => [entry.id, entry]));
+      readings = (await this.engine.readCounters()).rules;
     } catch (error) {
       this.log.warn({ err: error }, 'reading rule counters failed');
-      return new Map();
+      return;
     }
+    this.counters.record(token, this.store.list().map((rule) => rule.id), readings);
+  }
+
+  /** Undo of a write: the row as it was, and its saved counters (the write's transaction dropped them). */
+  private restoreRule(rule: StoredRule): void {
+    this.store.restore(rule);
+    this.counters.resave(rule.id);
   }
 
   private presentFresh(id: number): Rule {
-    // Counters restart with every change; a rule that was just written has none yet worth a kernel read.
-    return present(this.store.get(id)!, undefined);
+    // No kernel read: a rule that was just changed counts from zero, and a retried one keeps its figures.
+    return present(this.store.get(id)!, this.counters.total(id));
   }
 
   private engineOpen(): boolean {
@@ -528,7 +561,7 @@ export class RuleService {
   }
 }
 
-function present(rule: StoredRule, counters: RuleCounters | undefined): Rule {
+function present(rule: StoredRule, counters: CounterValues): Rule {
   return {
     id: String(rule.id),
     name: rule.name,
@@ -550,8 +583,8 @@ function present(rule: StoredRule, counters: RuleCounters | undefined): Rule {
     group_id: rule.group_id,
     created_at: rule.created_at,
     updated_at: rule.updated_at,
-    bytes_up: counters?.bytesUp ?? 0,
-    bytes_down: counters?.bytesDown ?? 0,
-    blocked_count: counters?.blocked ?? 0,
+    bytes_up: counters.bytes_up,
+    bytes_down: counters.bytes_down,
+    blocked_count: counters.blocked_count,
   };
 }

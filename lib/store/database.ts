@@ -98,6 +98,15 @@ const MIGRATIONS: readonly string[] = [
      created_at TEXT NOT NULL,
      credit_id TEXT
    );`,
+  // Rule counters across restarts and engine re-opens (lib/services/rule-counters.ts): per rule, what it
+  // had counted at the last flush. No foreign key: undoing a write re-inserts a rule row with INSERT OR
+  // REPLACE, which must not take the counters along; the rules store deletes them with the rule.
+  `CREATE TABLE rule_counters (
+     rule_id INTEGER PRIMARY KEY,
+     bytes_up INTEGER NOT NULL,
+     bytes_down INTEGER NOT NULL,
+     blocked_count INTEGER NOT NULL
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -13,6 +13,13 @@ export interface StoredRule extends RuleDraft {
   updated_at: string;
 }
 
+/** What a rule counted (the API's field names). */
+export interface CounterValues {
+  bytes_up: number;
+  bytes_down: number;
+  blocked_count: number;
+}
+
 interface RuleRow extends Omit<StoredRule, 'enabled'> {
   enabled: number;
 }
@@ -50,8 +57,16 @@ export class RulesStore {
     return this.get(Number(info.lastInsertRowid))!;
   }
 
-  /** Replaces the draft fields, bumps the revision. */
+  /** Replaces the draft fields, bumps the revision, and drops the saved counters (a changed rule starts at 0). */
   replace(id: number, draft: RuleDraft, syncState: SyncState, now: string): StoredRule {
+    return this.transaction(() => {
+      this.replaceDraft(id, draft, syncState, now);
+      this.deleteCounters(id);
+      return this.get(id)!;
+    });
+  }
+
+  private replaceDraft(id: number, draft: RuleDraft, syncState: SyncState, now: string): void {
     this.db.prepare(
       `UPDATE rules SET name = @name, app_path = @app_path, action = @action, direction = @direction,
          remote_address = @remote_address, remote_port = @remote_port, protocol = @protocol,
@@ -61,7 +76,6 @@ export class RulesStore {
          sync_state = @sync_state, sync_error = NULL, updated_at = @now
        WHERE id = @id`,
     ).run({ ...draft, enabled: draft.enabled ? 1 : 0, sync_state: syncState, now, id });
-    return this.get(id)!;
   }
 
   /** Puts back a row exactly as it was (undo of a write the engine could not apply). */
@@ -89,7 +103,34 @@ export class RulesStore {
     return this.db.transaction(work)();
   }
 
+  /** Deletes the rule and its saved counters. */
   delete(id: number): boolean {
-    return this.db.prepare('DELETE FROM rules WHERE id = ?').run(id).changes > 0;
+    return this.transaction(() => {
+      this.deleteCounters(id);
+      return this.db.prepare('DELETE FROM rules WHERE id = ?').run(id).changes > 0;
+    });
+  }
+
+  /** Saved counters of every rule that has any. */
+  counters(): Map<number, CounterValues> {
+    const rows = this.db.prepare('SELECT rule_id, bytes_up, bytes_down, blocked_count FROM rule_counters').all() as Array<CounterValues & { rule_id: number }>;
+    return new Map(rows.map(({ rule_id, ...values }) => [rule_id, values]));
+  }
+
+  /** Saves counters in one transaction; entries of rules that no longer exist are skipped. */
+  saveCounters(entries: ReadonlyArray<{ id: number; values: CounterValues }>): void {
+    const upsert = this.db.prepare(
+      `INSERT INTO rule_counters (rule_id, bytes_up, bytes_down, blocked_count)
+       SELECT id, @bytes_up, @bytes_down, @blocked_count FROM rules WHERE id = @id
+       ON CONFLICT(rule_id) DO UPDATE SET bytes_up = excluded.bytes_up, bytes_down = excluded.bytes_down,
+         blocked_count = excluded.blocked_count`,
+    );
+    this.transaction(() => {
+      for (const { id, values } of entries) upsert.run({ id, ...values });
+    });
+  }
+
+  private deleteCounters(id: number): void {
+    this.db.prepare('DELETE FROM rule_counters WHERE rule_id = ?').run(id);
   }
 }

@@ -26,6 +26,8 @@ describe('service restart and stop (e2e)', privilegedSuite(), () => {
 
     const created = await service.createRule(ruleDraft({ app_path: app.path, action: 'BLOCK' }));
     assert.notEqual((await timedRun(app.path, curlArgs, 15_000)).code, 0, 'the rule did not block before the restart');
+    const countedBefore = (await service.expect<StoredRule>(200, 'GET', `/rules/${created.id}`)).blocked_count;
+    assert.ok(countedBefore > 0, 'the rule counted no blocked attempt');
 
     const stopped = await service.stop();
     assert.equal(stopped.code, 0, `service exit after SIGTERM: ${stopped.code ?? stopped.signal}`);
@@ -43,6 +45,9 @@ describe('service restart and stop (e2e)', privilegedSuite(), () => {
     assert.equal(restored.action, 'BLOCK');
     const stored = await service.expect<StoredRule>(200, 'GET', `/rules/${created.id}`);
     assert.equal(stored.sync_state, 'SYNCED', `restored rule not synced: ${stored.sync_error}`);
+    // The kernel counts from zero again; what the rule counted before SIGTERM was saved at shutdown.
+    assert.ok(stored.blocked_count >= countedBefore, `blocked_count ${stored.blocked_count} after the restart, ${countedBefore} before`);
+    assert.equal(stored.revision, created.revision);
 
     const blockedAgain = await timedRun(app.path, curlArgs, 15_000);
     assert.notEqual(blockedAgain.code, 0, 'the restored rule is not enforced');

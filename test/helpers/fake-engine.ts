@@ -48,7 +48,9 @@ export class FakeEngine implements Engine {
     }
     this.opens++;
     this.state = 'OPEN';
-    this.executables.clear(); // the kernel's counters start from zero with every open
+    // The kernel's counters start from zero with every open.
+    this.executables.clear();
+    this.counters.clear();
 
   }
 
@@ -81,6 +83,7 @@ export class FakeEngine implements Engine {
     const needsFile = rule.appPath !== '' && rule.matchMode === 'EXACT_PATH';
     if (needsFile && !fs.existsSync(rule.appPath)) {
       this.installed.delete(rule.id);
+      this.counters.delete(rule.id);
       throw new EngineError('ENOENT', `no such file: ${rule.appPath}`, 2);
     }
     if (this.applyFailure !== null) throw new EngineError(this.applyFailure.code, this.applyFailure.message);
