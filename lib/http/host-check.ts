@@ -1,9 +1,15 @@
 /**
  * DNS-rebinding defence: a browser tricked into calling us under an attacker's name sends that name in
  * Host. Only loopback names and addresses are accepted: localhost (and *.localhost), 127.0.0.0/8, ::1,
- * each with or without a port. Everything else, including a missing Host, is refused with 403.
+ * and 127.0.0.0/8 mapped into IPv6 (::ffff:127.0.0.1), each with or without a port. Everything else,
+ * including a missing Host, is refused with 403.
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
+
+// node's BlockList compares every spelling of an address, and matches IPv4-mapped IPv6 against IPv4 subnets.
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
 
 export function isLoopbackHost(hostHeader: string | undefined): boolean {
   if (hostHeader === undefined) return false;
@@ -15,7 +21,7 @@ export function isLoopbackHost(hostHeader: string | undefined): boolean {
     host = value.slice(1, end);
     const rest = value.slice(end + 1);
     if (rest !== '' && !/^:\d{1,5}$/.test(rest)) return false;
-    return isIPv6(host) && isIPv6Loopback(host);
+    return isIPv6(host) && LOOPBACK.check(host, 'ipv6');
   }
   const colon = value.lastIndexOf(':');
   if (colon !== -1) {
@@ -26,17 +32,6 @@ export function isLoopbackHost(hostHeader: string | undefined): boolean {
   }
   if (host.endsWith('.')) host = host.slice(0, -1); // "localhost." is the same name
   if (host === 'localhost' || host.endsWith('.localhost')) return true;
-  if (isIPv4(host)) return host.startsWith('127.');
+  if (isIPv4(host)) return LOOPBACK.check(host, 'ipv4');
   return false;
-}
-
-function isIPv6Loopback(address: string): boolean {
-  // Expand "::" so that every spelling of ::1 (0:0:0:0:0:0:0:1, ::0:1, ...) compares equal.
-  const [head = '', tail = ''] = address.includes('::') ? address.split('::') : [address, ''];
-  const headParts = head === '' ? [] : head.split(':');
-  const tailParts = tail === '' ? [] : tail.split(':');
-  if (headParts.concat(tailParts).some((part) => part.includes('.'))) return false;
-  const missing = 8 - headParts.length - tailParts.length;
-  const groups = [...headParts, ...Array<string>(Math.max(missing, 0)).fill('0'), ...tailParts].map((g) => parseInt(g, 16));
-  return groups.length === 8 && groups.slice(0, 7).every((g) => g === 0) && groups[7] === 1;
 }
