@@ -58,10 +58,14 @@ export function parseIfMatch(raw: string | undefined): IfMatch | undefined {
 
 /**
  * Throws a 409 unless `condition` matches the current `etag` (a strong tag such as `"3"`) of an existing
- * resource named `what`. Comparison is strong: a weak tag never matches, whatever it says.
+ * resource named `what`; `etag` null: the resource has none, so only `*` matches. Comparison is strong:
+ * a weak tag never matches, whatever it says.
  */
-export function requireIfMatch(condition: IfMatch | undefined, etag: string, what: string): void {
+export function requireIfMatch(condition: IfMatch | undefined, etag: string | null, what: string): void {
   if (condition === undefined || condition.any) return;
+  if (etag === null) {
+    throw new ProblemError(409, `If-Match: ${what} has no entity tag (it has no revision), so only If-Match: * can match`);
+  }
   if (condition.tags.some((tag) => !tag.weak && `"${tag.opaque}"` === etag)) return;
   const given = condition.tags.map((tag) => `${tag.weak ? 'W/' : ''}"${tag.opaque}"`).join(', ');
   const weakNote = condition.tags.some((tag) => tag.weak)

@@ -8,6 +8,7 @@ import {
   SubscriptionResultSchema,
 } from '../schemas/group.js';
 import { validationProblem } from '../http/problem.js';
+import { parseIfMatch, requireIfMatch } from '../http/if-match.js';
 import type { GroupService } from '../services/group-service.js';
 
 export interface GroupRouteOptions {
@@ -46,6 +47,12 @@ const groupRoutes: FastifyPluginAsyncTypebox<GroupRouteOptions> = async (app, op
   });
 
   app.delete('/groups/:id', { schema: { params: GroupIdParamsSchema } }, async (request, reply) => {
+    const ifMatch = parseIfMatch(request.headers['if-match']);
+    if (ifMatch !== undefined) {
+      groups.get(request.params.id); // 404 first: a precondition is about a group that exists
+      // Groups carry no revision or ETag: no tag can match; `*` (any existing group) can.
+      requireIfMatch(ifMatch, null, `group ${request.params.id}`);
+    }
     await groups.uninstall(request.params.id);
     return reply.code(204).send();
   });

@@ -128,6 +128,23 @@ test('DELETE of a group-owned rule is 409 whatever If-Match says', async (t) => 
   assert.equal((await app.request({ method: 'GET', url: `/api/v1/rules/${ruleId}` })).statusCode, 200);
 });
 
+test('DELETE /groups/{id}: groups have no ETag, so a tag is 409 and * deletes; malformed is 400, unknown 404', async (t) => {
+  const app = await start(t);
+  const installed = await app.request({
+    method: 'POST', url: '/api/v1/groups/install',
+    payload: { id: 'office', name: 'Office', version: '1', rules: [draft()], quotas: [] },
+  });
+  assert.equal(installed.statusCode, 201, installed.body);
+  const url = '/api/v1/groups/office';
+  const tagged = assertProblem(await app.request({ method: 'DELETE', url, headers: { 'if-match': '"1"' } }), 409);
+  assert.match(String(tagged.detail), /no entity tag/);
+  assertProblem(await app.request({ method: 'DELETE', url, headers: { 'if-match': 'garbage' } }), 400);
+  assert.equal((await app.request({ method: 'GET', url })).statusCode, 200, 'still installed');
+  assert.equal((await app.request({ method: 'DELETE', url, headers: { 'if-match': '*' } })).statusCode, 204);
+  assertProblem(await app.request({ method: 'DELETE', url, headers: { 'if-match': '*' } }), 404);
+  assertProblem(await app.request({ method: 'DELETE', url: '/api/v1/groups/nope', headers: { 'if-match': '"1"' } }), 404);
+});
+
 test('parseIfMatch: *, lists with empty elements and spaces, weak flags, opaque characters kept as sent', () => {
   assert.equal(parseIfMatch(undefined), undefined);
   assert.deepEqual(parseIfMatch(' * '), { any: true });
