@@ -53,6 +53,10 @@ export function installProblemHandlers(app: FastifyInstance, logName = 'service.
       const query = request.query as Record<string, unknown> | undefined;
       return sendProblem(reply, validationProblem(fieldErrorsFromSchemaIssues(issues, fastifyError.validationContext, query)));
     }
+    if (fastifyError.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      const sent = (request.headers['content-type'] ?? '(none)').slice(0, 200);
+      return sendProblem(reply, new ProblemError(415, `request bodies must be JSON with Content-Type: application/json (got ${sent})`));
+    }
     const status = fastifyError.statusCode;
     if (status !== undefined && status >= 400 && status < 500) {
       // Fastify's own client errors (bad JSON, wrong media type, body too large): their messages are safe.

@@ -32,3 +32,14 @@ test('a repeated query parameter is a 400 saying to give it once', async (t) => 
   // A single bad value still says what a window is.
   assert.match(String(assertProblem(await request({ method: 'GET', url: '/api/v1/throughput?window=x' }), 400).detail), /^window: must be an integer/);
 });
+
+test('415 says the API takes application/json, and what was sent', async (t) => {
+  const { request } = await startTestApp(t);
+  for (const contentType of ['text/plain', 'application/x-www-form-urlencoded']) {
+    const problem = assertProblem(await request({
+      method: 'POST', url: '/api/v1/rules', payload: 'name=x', headers: { 'content-type': contentType },
+    }), 415);
+    assert.match(String(problem.detail), /application\/json/);
+    assert.ok(String(problem.detail).includes(contentType), String(problem.detail));
+  }
+});
