@@ -3,7 +3,7 @@
  * Cross-field checks (LIMIT needs a rate, absolute paths) live in `validateQuotaDraft`.
  */
 import Type, { type Static } from 'typebox';
-import path from 'node:path';
+import { absolutePathKind, isAbsoluteAppPath } from './app-path.js';
 import type { FieldError } from './problem.js';
 
 const MATCH_MODES = ['EXACT_PATH', 'FILENAME', 'DIRECTORY'] as const;
@@ -107,8 +107,8 @@ export function withQuotaDefaults(input: QuotaDraftInput | QuotaUpdateInput): Qu
 export function validateQuotaDraft(draft: QuotaDraft): FieldError[] {
   const errors: FieldError[] = [];
   if (draft.name.trim() === '') errors.push({ field: 'name', message: 'must not be blank' });
-  if (!path.isAbsolute(draft.app_path) || draft.app_path.includes('\0')) {
-    errors.push({ field: 'app_path', message: 'must be an absolute path (a quota counts one application)' });
+  if (!isAbsoluteAppPath(draft.app_path)) {
+    errors.push({ field: 'app_path', message: `must be ${absolutePathKind()} (a quota counts one application)` });
   }
   if (draft.on_exceed === 'LIMIT') {
     if (draft.limit_rate_bytes_per_sec === null) {

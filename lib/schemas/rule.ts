@@ -5,7 +5,7 @@
  */
 import Type, { type Static } from 'typebox';
 import { isIP } from 'node:net';
-import path from 'node:path';
+import { absolutePathKind, isAbsoluteAppPath } from './app-path.js';
 import type { FieldError } from './problem.js';
 
 // Enums (not unions of literals): a wrong value then yields one error listing the allowed values.
@@ -173,8 +173,8 @@ export function validateRuleDraft(draft: RuleDraft): FieldError[] {
   }
   const remoteProblem = remoteAddressProblem(draft.remote_address);
   if (remoteProblem !== null) errors.push({ field: 'remote_address', message: remoteProblem });
-  if (draft.app_path !== '' && (!path.isAbsolute(draft.app_path) || draft.app_path.includes('\0'))) {
-    errors.push({ field: 'app_path', message: 'must be empty (every application) or an absolute path' });
+  if (draft.app_path !== '' && !isAbsoluteAppPath(draft.app_path)) {
+    errors.push({ field: 'app_path', message: `must be empty (every application) or ${absolutePathKind()}` });
   }
   if (draft.protocol === 'ICMP' && draft.remote_port !== 0) {
     errors.push({ field: 'remote_port', message: 'must be 0 when protocol is ICMP (ICMP has no ports)' });

@@ -43,3 +43,15 @@ test('415 says the API takes application/json, and what was sent', async (t) => 
     assert.ok(String(problem.detail).includes(contentType), String(problem.detail));
   }
 });
+
+test('a path that is not absolute for this platform says which platform (the reference example is a Windows path)', async (t) => {
+  const { request } = await startTestApp(t);
+  const platform = process.platform === 'win32' ? 'Windows' : 'Linux';
+  const foreign = process.platform === 'win32' ? '/usr/bin/curl' : 'C:\\Path\\To\\app.exe';
+  const rule = assertProblem(await request({ method: 'POST', url: '/api/v1/rules', payload: draft({ app_path: foreign }) }), 400);
+  assert.equal(rule.detail, `app_path: must be empty (every application) or an absolute ${platform} path`);
+  const quota = assertProblem(await request({
+    method: 'POST', url: '/api/v1/quotas', payload: { name: 'q', app_path: foreign, limit_bytes: 1000 },
+  }), 400);
+  assert.equal(quota.detail, `app_path: must be an absolute ${platform} path (a quota counts one application)`);
+});
