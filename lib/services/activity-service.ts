@@ -86,6 +86,14 @@ export function governingRule(rules: Rule[]): Rule | null {
   return sorted[0] ?? null;
 }
 
+/**
+ * A listener (or an unbound/closed TCP socket) reports the unspecified address as its peer; it has none,
+ * and /connections says so with "" as it does for an unconnected UDP socket, whatever the platform.
+ */
+function hasPeer(entry: ConnectionEntry): boolean {
+  return !(entry.remotePort === 0 && ['', '0.0.0.0', '::'].includes(entry.remoteAddress));
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -173,7 +181,7 @@ export class ActivityService {
       protocol: entry.protocol,
       local_address: entry.localAddress,
       local_port: entry.localPort,
-      remote_address: entry.remoteAddress,
+      remote_address: hasPeer(entry) ? entry.remoteAddress : '',
       remote_port: entry.remotePort,
       state: entry.state,
       pid: entry.pid,
