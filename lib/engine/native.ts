@@ -23,6 +23,7 @@ import {
   type WatchedIdentities,
 } from './engine.js';
 import { linuxCompetingShapers } from '../services/competing-shapers.js';
+import type { NativeHwidInputs } from '../license/hwid.js';
 
 const require = createRequire(import.meta.url);
 
@@ -45,6 +46,7 @@ interface AddonEngine {
   competingShapers(): Promise<CompetingShaper[]>;
   connections(): Promise<ConnectionEntry[]>;
   watchPatterns(watches: PatternWatch[]): Promise<WatchedIdentities[]>;
+  hwidInputs(): Promise<NativeHwidInputs>;
 }
 
 interface Addon {
@@ -180,6 +182,11 @@ export class NativeEngine implements Engine {
 
   connections(): Promise<ConnectionEntry[]> {
     return guarded(() => this.native.connections());
+  }
+
+  /** Windows: MachineGuid and the SMBIOS UUID for the HWID (lib/license/hwid.ts looks for this name); Linux: empty. */
+  hwidInputs(): Promise<NativeHwidInputs> {
+    return guarded(() => this.native.hwidInputs());
   }
 
   /** Windows: the addon looks (WFP callouts, NDIS LWFs); Linux: qdiscs, cgroup programs, processes. */
