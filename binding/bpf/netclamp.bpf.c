@@ -58,11 +58,14 @@ struct {
 
 struct nc_bucket {
 	struct bpf_spin_lock lock;
-	__u32 pad;
+	__u32 epoch;         /* upload fairness: active sockets are counted per epoch of NC_FAIR_EPOCH_NS */
 	__s64 tokens_up;
 	__u64 stamp_up;
 	__s64 tokens_down;
 	__u64 stamp_down;
+	__u64 epoch_start;
+	__u16 flows_up, flows_up_prev;
+	__u32 pad;
 };
 
 struct {
@@ -467,14 +470,66 @@ static __always_inline __s64 nc_refill(__s64 tokens, __u64 elapsed, __u64 rate, 
 }
 
 /*
- * Egress: pass while the bucket has tokens; in debt up to ~500 ms of rate pass with congestion
+ * Active sockets of a bucket, counted under its lock: a socket counts in the epoch in which it moved a
+ * packet; the estimate is the larger of this epoch's and the previous epoch's count.
+ */
+static __always_inline __u32 nc_active_flows(struct nc_bucket *b, __u32 *sock_epoch, __u16 *flows, __u16 *flows_prev)
+{
+	if (*sock_epoch != b->epoch + 1) {
+		*sock_epoch = b->epoch + 1;
+		if (*flows < 0xffff)
+			*flows += 1;
+	}
+	__u32 n = *flows > *flows_prev ? *flows : *flows_prev;
+	return n ? n : 1;
+}
+
+/*
+ * The socket's fair share of the bucket: its own token bucket at rate / flows. Returns whether the socket
+ * is within its share (had tokens before this packet) and charges the packet.
+ */
+static __always_inline int nc_fair_charge(__s64 *tokens, __u64 *stamp, __u64 now, __u64 rate, __u32 flows, __u32 len)
+{
+	__u64 share = rate / flows;
+	if (share == 0)
+		share = 1;
+	__s64 cap = share / 50 + 3000; /* ~20 ms of the share, at least two full-size segments */
+	__s64 t = *tokens;
+	if (*stamp == 0) {
+		t = cap;
+	} else if (now > *stamp) {
+		t = nc_refill(t < -(__s64)NC_MAX_RATE ? -(__s64)NC_MAX_RATE : t, now - *stamp, share, cap);
+	}
+	if (now > *stamp)
+		*stamp = now;
+	int within = t >= 0;
+	t -= len;
+	/* Short memory: a socket that overdrew is judged by its last ~100 ms (plus one GSO skb), so the
+	 * shares follow TCP's quick cwnd changes instead of oscillating over seconds. */
+	__s64 floor = -(__s64)(share / 10) - 65536;
+	if (t < floor)
+		t = floor;
+	*tokens = t;
+	return within;
+}
+
+/*
+ * Egress: pass while the bucket has tokens; in debt up to ~300 ms of rate pass with congestion
  * notification (TCP backs off instead of seeing a local drop); beyond that drop with CN.
  * Ingress: police with a ~40 ms burst.
+ * Upload fairness (PER_APP, PER_PROCESS: several sockets share one bucket): a socket within its fair
+ * share (rate / active sockets) passes the debt zone without CN and may go one more debt zone below
+ * zero, while a socket above its share gets CN there and is dropped first; TCP's own response then moves
+ * the shares together. (The same on ingress, letting sockets within their share dip below zero, cut
+ * the goodput of 8 downloads at 16 MiB/s on loopback from 0.70 to 0.29: policing has no such lever.)
+ * TCP packets without payload (SYN, ACK, FIN: at most NC_CONTROL_LEN bytes) are charged, never dropped:
+ * dropping them stalls handshakes (connect timeouts at low rates) and the other direction's flows.
  * Returns the cgroup_skb verdict (0 drop, 1 pass, 2 drop+CN, 3 pass+CN).
  */
-static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk_tag *t, struct __sk_buff *skb,
-				     int egress, __u32 len)
+static __always_inline int nc_police(const struct nc_rule *r, struct nc_sk_tag *t, struct __sk_buff *skb,
+				     int egress, __u32 len, int tcp)
 {
+	int control = tcp && len <= NC_CONTROL_LEN;
 	__u64 rate = egress ? r->rate_up : r->rate_down;
 
 	if (rate == 0)
@@ -491,6 +546,7 @@ static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk
 		key.a = t->app.dev;
 		key.b = t->app.ino;
 	}
+	int fair = t && r->scope != NC_SCOPE_CONNECTION;
 
 	__s64 cap, debt_limit;
 	if (egress) {
@@ -517,6 +573,7 @@ static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk
 		fresh.tokens_down = cap;
 		fresh.stamp_up = now;
 		fresh.stamp_down = now;
+		fresh.epoch_start = now;
 		bpf_map_update_elem(&nc_buckets, &key, &fresh, BPF_NOEXIST);
 		b = bpf_map_lookup_elem(&nc_buckets, &key);
 		if (!b)
@@ -525,7 +582,24 @@ static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk
 
 	int verdict;
 	bpf_spin_lock(&b->lock);
+	if (now > b->epoch_start && now - b->epoch_start >= NC_FAIR_EPOCH_NS) {
+		int skipped = now - b->epoch_start >= 2 * NC_FAIR_EPOCH_NS;
+		b->flows_up_prev = skipped ? 0 : b->flows_up;
+		b->flows_up = 0;
+		b->epoch++;
+		b->epoch_start = now;
+	}
 	if (egress) {
+		/* -1: the bucket has one socket (or no fairness): the plain bucket decides. */
+		int within = -1;
+		__s64 fair_before = 0;
+		if (fair) {
+			__u32 flows = nc_active_flows(b, &t->fair_epoch_up, &b->flows_up, &b->flows_up_prev);
+			fair_before = t->fair_tokens_up;
+			int w = nc_fair_charge(&t->fair_tokens_up, &t->fair_stamp_up, now, rate, flows, len);
+			if (flows > 1)
+				within = w;
+		}
 		__s64 tokens = b->tokens_up;
 		if (now > b->stamp_up) {
 			tokens = nc_refill(tokens, now - b->stamp_up, rate, cap);
@@ -537,9 +611,13 @@ static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk
 		if (tokens >= 0) {
 			verdict = 1;
 		} else if (-tokens <= debt_limit) {
+			verdict = within == 1 ? 1 : 3;
+		} else if ((within == 1 && -tokens <= 2 * debt_limit) || control) {
 			verdict = 3;
 		} else {
 			tokens += len; /* dropped: not charged */
+			if (fair)
+				t->fair_tokens_up = fair_before;
 			verdict = 2;
 		}
 		b->tokens_up = tokens;
@@ -551,7 +629,7 @@ static __always_inline int nc_police(const struct nc_rule *r, const struct nc_sk
 		}
 		if (tokens > cap)
 			tokens = cap;
-		if (tokens >= (__s64)len) {
+		if (tokens >= (__s64)len || control) {
 			tokens -= len;
 			verdict = 1;
 		} else {
@@ -664,7 +742,7 @@ evaluate:
 	}
 	int verdict = 1;
 	if (r->action == NC_ACT_LIMIT)
-		verdict = nc_police(r, t, skb, egress, len);
+		verdict = nc_police(r, t, skb, egress, len, flow.proto == NC_PROTO_TCP);
 	if (verdict & 1) {
 		nc_count_rule(r->id, up, down, 0);
 		nc_count_totals(up, down, 0);

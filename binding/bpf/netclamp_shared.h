@@ -14,6 +14,8 @@
 
 #define NC_MIN_BUCKET 65536ULL  /* GSO/GRO hand the hooks skbs of up to 64 KiB */
 #define NC_MAX_RATE (1ULL << 34) /* bytes/s; keeps refill arithmetic inside 64 bits */
+#define NC_CONTROL_LEN 128      /* an IPv6 + TCP header with 40 bytes of options: no payload */
+#define NC_FAIR_EPOCH_NS 250000000ULL /* a socket that moved a packet in the last 1-2 epochs is active */
 
 enum nc_action { NC_ACT_ALLOW = 1, NC_ACT_BLOCK = 2, NC_ACT_LIMIT = 3 };
 /* Direction bits: a flow is OUT or IN; a rule's mask holds the directions it matches. */
@@ -82,6 +84,12 @@ struct nc_sk_tag {
 	__u8 pad[2];
 	__u32 cache_gen;     /* generation + 1 the cached decision belongs to, 0 = none */
 	__s32 cache_slot;    /* cached decision: rule slot, -1 = no rule matched */
+	/* Upload fair share in a PER_APP / PER_PROCESS bucket (nc_police): the socket's own bucket at the
+	 * bucket's rate divided by its active sockets, and the bucket epoch (+ 1) it last counted as active in. */
+	__u32 fair_epoch_up;
+	__u32 pad2;
+	__s64 fair_tokens_up;
+	__u64 fair_stamp_up;
 };
 
 /* One exec, from nc_exec to the backend's exec watcher (ring buffer nc_execs). */
