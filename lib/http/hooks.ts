@@ -2,7 +2,7 @@
  * Request gatekeeping and the problem-document error handling, installed on the root context so they
  * cover every route, including unknown ones.
  */
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   PROBLEM_CONTENT_TYPE, ProblemError, fieldErrorsFromSchemaIssues, problemBody, validationProblem,
   type SchemaValidationIssue,
@@ -31,6 +31,21 @@ export function installGatekeeping(app: FastifyInstance, tokens: TokenVerifier):
   });
 }
 
+/**
+ * A 500 is a defect: error level with the stack, which its detail points the reader to. 502/503/504 are
+ * expected states (engine down, upstream failed or slow) the caller was told about: one warn line with the
+ * status and detail, no stack. 4xx are the caller's and not logged.
+ */
+function logServerProblem(request: FastifyRequest, problem: ProblemError, cause: Error): void {
+  if (problem.status < 500) return;
+  if (problem.status === 500) {
+    request.log.error({ err: cause }, 'request failed');
+    return;
+  }
+  const code = (cause as { code?: unknown }).code;
+  request.log.warn({ status: problem.status, detail: problem.detail, ...(typeof code === 'string' ? { code } : {}) }, 'request answered with a server-side problem');
+}
+
 /** `logName` is where a 500's detail sends the reader (the license server logs elsewhere). */
 export function installProblemHandlers(app: FastifyInstance, logName = 'service.log'): void {
   app.setNotFoundHandler(async (request, reply) => {
@@ -39,12 +54,12 @@ export function installProblemHandlers(app: FastifyInstance, logName = 'service.
 
   app.setErrorHandler(async (error: FastifyError | ProblemError | Error, request, reply) => {
     if (error instanceof ProblemError) {
-      if (error.status >= 500) request.log.error({ err: error }, 'request failed');
+      logServerProblem(request, error, error);
       return sendProblem(reply, error);
     }
     if (isEngineError(error)) {
       const problem = engineProblem(error);
-      if (problem.status >= 500) request.log.error({ err: error }, 'engine failed');
+      logServerProblem(request, problem, error);
       return sendProblem(reply, problem);
     }
     const fastifyError = error as FastifyError;
