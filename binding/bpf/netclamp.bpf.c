@@ -48,10 +48,12 @@ struct {
 	__type(value, struct nc_rule);
 } nc_rules SEC(".maps");
 
-/* App identity -> ordered rule slots. Key {0,0} holds the rules for every application. */
+/* App identity -> ordered rule slots. Key {0,0} holds the rules for every application. Allocated on
+ * demand: a list is 260 bytes and most machines hold a few dozen. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NC_MAX_LISTS);
 	__type(key, struct nc_app_key);
 	__type(value, struct nc_rule_list);
 } nc_lists SEC(".maps");

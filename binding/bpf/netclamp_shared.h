@@ -5,7 +5,8 @@
 #ifndef NETCLAMP_SHARED_H
 #define NETCLAMP_SHARED_H
 
-#define NC_MAX_RULES 4096       /* slots in the rules array */
+#define NC_MAX_RULES 16384      /* slots in the rules array (user rules + quota actions, old slots reused last) */
+#define NC_MAX_LISTS 32768      /* rule lists: one per executable identity a rule names, + global + anchors */
 #define NC_MAX_LIST 64          /* rules one application can be subject to (its own + global) */
 #define NC_MAX_IDS_PER_RULE 4   /* identities (inodes) kept per rule across executable replacements */
 #define NC_MAX_IDS_PER_PATTERN 64 /* identities a FILENAME/DIRECTORY rule holds (least recently seen evicted) */

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -359,13 +360,30 @@ class LinuxBackend : public Backend {
     if (free_slots_.empty()) throw BackendError("ENOSPC", "the kernel rule table is full", ENOSPC);
     uint32_t slot = free_slots_.front();
 
-    std::map<uint32_t, Installed> next = rules_;
-    auto old = next.find(spec.id);
-    bool existed = old != next.end();
+    // Only the lists this rule's old and new versions touch are rebuilt and rewritten (all of them when
+    // either version applies to every app), so a change costs the same with 10 rules as with 10,000.
+    auto old = rules_.find(spec.id);
+    bool existed = old != rules_.end();
+    std::optional<Installed> previous;
+    if (existed) previous = old->second;
     uint32_t old_slot = existed ? old->second.slot : 0;
     bool scope_changed = existed && old->second.spec.scope != spec.scope;
-    next[spec.id] = Installed{spec, slot, identities, pattern};
-    auto lists = BuildLists(next);  // throws before anything is written if a list overflows
+    std::set<nc_app_key> keys;
+    bool all = existed && ListKeysOf(old->second, keys);
+    Installed fresh{spec, slot, identities, pattern};
+    all |= ListKeysOf(fresh, keys);
+    auto restore = [&] {
+      if (previous) rules_[spec.id] = *previous;
+      else rules_.erase(spec.id);
+    };
+    rules_[spec.id] = std::move(fresh);
+    Lists lists;
+    try {
+      lists = BuildLists(rules_, all ? nullptr : &keys);  // throws before anything is written if a list overflows
+    } catch (...) {
+      restore();
+      throw;
+    }
 
     // Order for atomicity: the new rule entry in a fresh slot, then the lists pointing at it, then
     // the generation that invalidates every socket's cached decision. The old slot stays intact
@@ -374,11 +392,22 @@ class LinuxBackend : public Backend {
     if (bpf_map__update_elem(skel_->maps.nc_rules, &slot, sizeof slot, &entry, sizeof entry, BPF_ANY)) {
       int err = errno;
       free_slots_.push_front(slot);
+      restore();
       throw SysError(err, "bpf(BPF_MAP_UPDATE_ELEM)", "cannot write rule " + std::to_string(spec.id));
     }
-    if (!existed || spec.reset_counters) ZeroRuleCounters(spec.id);
-    WriteLists(lists);
-    rules_ = std::move(next);
+    try {
+      if (!existed || spec.reset_counters) ZeroRuleCounters(spec.id);
+      WriteLists(lists, all ? nullptr : &keys);
+    } catch (...) {
+      // Put the touched lists back as they were; only then can no list point at the new slot.
+      restore();
+      try {
+        WriteLists(BuildLists(rules_, all ? nullptr : &keys), all ? nullptr : &keys);
+        free_slots_.push_front(slot);
+      } catch (...) {
+      }
+      throw;
+    }
     BumpGeneration();
     if (existed) free_slots_.push_back(old_slot);
     if (scope_changed) DeleteBuckets(spec.id);
@@ -392,10 +421,16 @@ class LinuxBackend : public Backend {
     auto it = rules_.find(id);
     if (it == rules_.end()) return;
     uint32_t slot = it->second.slot;
-    std::map<uint32_t, Installed> next = rules_;
-    next.erase(id);
-    WriteLists(BuildLists(next));
-    rules_ = std::move(next);
+    Installed removed = it->second;
+    std::set<nc_app_key> keys;
+    bool all = ListKeysOf(removed, keys);
+    rules_.erase(it);
+    try {
+      WriteLists(BuildLists(rules_, all ? nullptr : &keys), all ? nullptr : &keys);
+    } catch (...) {
+      rules_[id] = std::move(removed);
+      throw;
+    }
     BumpGeneration();
     free_slots_.push_back(slot);
     bpf_map__delete_elem(skel_->maps.nc_rule_stats, &id, sizeof id, 0);
@@ -575,55 +610,83 @@ class LinuxBackend : public Backend {
     if (current.state != "UNAVAILABLE") SetStatus(false, false, "DOWN", why);
   }
 
-  // Sorted rule slots per app identity; global rules ({0,0}) are merged into every app's list.
-  Lists BuildLists(const std::map<uint32_t, Installed>& rules) const {
-    std::vector<const Installed*> ordered;
-    for (const auto& [id, r] : rules) ordered.push_back(&r);
-    std::sort(ordered.begin(), ordered.end(), [](const Installed* a, const Installed* b) {
-      if (a->spec.priority != b->spec.priority) return a->spec.priority > b->spec.priority;
-      if (ActionRank(a->spec.action) != ActionRank(b->spec.action))
-        return ActionRank(a->spec.action) < ActionRank(b->spec.action);
-      return a->spec.id < b->spec.id;
-    });
-    Lists lists;
+  // Does rule `a` decide before rule `b`? Priority, then BLOCK/LIMIT/ALLOW, then the lower id.
+  static bool DecidesBefore(const Installed* a, const Installed* b) {
+    if (a->spec.priority != b->spec.priority) return a->spec.priority > b->spec.priority;
+    if (ActionRank(a->spec.action) != ActionRank(b->spec.action))
+      return ActionRank(a->spec.action) < ActionRank(b->spec.action);
+    return a->spec.id < b->spec.id;
+  }
+
+  static bool AppliesToEveryApp(const Installed& r) { return r.identities.empty() && !r.pattern; }
+
+  // Adds the list keys a rule sits in; returns true when it applies to every app (every list).
+  static bool ListKeysOf(const Installed& r, std::set<nc_app_key>& keys) {
+    if (AppliesToEveryApp(r)) return true;
+    keys.insert(r.identities.begin(), r.identities.end());
+    if (r.pattern) keys.insert(PatternAnchor(r.spec.id));
+    return false;
+  }
+
+  // Sorted rule slots per app identity; global rules ({0,0}) are merged into every app's list. With
+  // `only`, just those keys: a key no rule holds any more is absent from the result (WriteLists deletes it).
+  Lists BuildLists(const std::map<uint32_t, Installed>& rules, const std::set<nc_app_key>* only = nullptr) const {
     nc_app_key global = {};
-    lists[global] = nc_rule_list{};
-    for (const Installed* r : ordered)
-      for (const nc_app_key& k : r->identities) lists.emplace(k, nc_rule_list{});
-    // Each pattern rule also sits in a list of its own under a key no socket has ({ino 0, dev 2^31 | id}),
-    // so installedRules() reads it back from the kernel even before it has seen an executable.
-    for (const Installed* r : ordered)
-      if (r->pattern) lists.emplace(PatternAnchor(r->spec.id), nc_rule_list{});
-    for (auto& [key, list] : lists) {
-      if (key.ino == 0 && (key.dev & 0x80000000u)) {
-        list.slots[list.count++] = rules.at(key.dev & 0x7fffffffu).slot;
+    std::vector<const Installed*> globals;
+    std::map<nc_app_key, std::vector<const Installed*>> by_key;
+    if (!only || only->count(global)) by_key[global];
+    for (const auto& [id, r] : rules) {
+      if (AppliesToEveryApp(r)) {
+        globals.push_back(&r);
         continue;
       }
-      for (const Installed* r : ordered) {
-        bool applies = (r->identities.empty() && !r->pattern) ||
-                       (!(key == global) &&
-                        std::find(r->identities.begin(), r->identities.end(), key) != r->identities.end());
-        if (!applies) continue;
-        if (list.count >= NC_MAX_LIST)
-          throw BackendError("E2BIG", "more than " + std::to_string(NC_MAX_LIST) +
-                                          " rules would apply to one application", E2BIG);
-        list.slots[list.count++] = r->slot;
+      if (r.pattern) {
+        nc_app_key anchor = PatternAnchor(r.spec.id);
+        if (!only || only->count(anchor)) by_key[anchor].push_back(&r);
       }
+      for (const nc_app_key& k : r.identities)
+        if (!only || only->count(k)) by_key[k].push_back(&r);
+    }
+    std::sort(globals.begin(), globals.end(), DecidesBefore);
+    Lists lists;
+    for (auto& [key, own] : by_key) {
+      nc_rule_list& list = lists[key];
+      if (key.ino == 0 && (key.dev & 0x80000000u)) {  // a pattern rule's anchor: that rule alone
+        list.slots[list.count++] = own.front()->slot;
+        continue;
+      }
+      std::sort(own.begin(), own.end(), DecidesBefore);
+      std::vector<const Installed*> merged;
+      merged.reserve(own.size() + globals.size());
+      std::merge(own.begin(), own.end(), globals.begin(), globals.end(), std::back_inserter(merged), DecidesBefore);
+      if (merged.size() > NC_MAX_LIST)
+        throw BackendError("E2BIG", "more than " + std::to_string(NC_MAX_LIST) + " rules would apply to one application", E2BIG);
+      for (const Installed* r : merged) list.slots[list.count++] = r->slot;
     }
     return lists;
   }
 
-  void WriteLists(const Lists& lists) {
+  // Writes `lists` into the kernel; without `only` they replace every list, with it just those keys.
+  void WriteLists(const Lists& lists, const std::set<nc_app_key>* only = nullptr) {
     int fd = bpf_map__fd(skel_->maps.nc_lists);
     for (const auto& [key, list] : lists) {
       // Hash map updates replace the element as a whole (RCU), so a reader sees the old or new list.
       if (bpf_map_update_elem(fd, &key, &list, BPF_ANY))
         throw SysError(errno, "bpf(BPF_MAP_UPDATE_ELEM)", "cannot write a rule list");
+      list_keys_.insert(key);
     }
-    for (const nc_app_key& key : list_keys_)
-      if (!lists.count(key)) bpf_map_delete_elem(fd, &key);
-    list_keys_.clear();
-    for (const auto& [key, list] : lists) list_keys_.insert(key);
+    std::vector<nc_app_key> stale;
+    if (only) {
+      for (const nc_app_key& key : *only)
+        if (!lists.count(key) && list_keys_.count(key)) stale.push_back(key);
+    } else {
+      for (const nc_app_key& key : list_keys_)
+        if (!lists.count(key)) stale.push_back(key);
+    }
+    for (const nc_app_key& key : stale) {
+      bpf_map_delete_elem(fd, &key);
+      list_keys_.erase(key);
+    }
   }
 
   void BumpGeneration() { __atomic_add_fetch(&skel_->bss->generation, 1, __ATOMIC_SEQ_CST); }
