@@ -19,7 +19,8 @@ export interface StatusRouteOptions {
 
 const statusRoutes: FastifyPluginAsyncTypebox<StatusRouteOptions> = async (app, options) => {
   app.get('/status', { schema: { response: { 200: StatusSchema } } }, async (): Promise<Status> => {
-    const engineStatus = options.engine.status();
+    // The supervisor's view: RECOVERING while it re-attaches, which the engine itself cannot know.
+    const engineStatus = options.supervisor.status();
     const { engine, activity, onError } = options;
     // Each live figure is best-effort: /status must answer while the engine is down.
     const [counts, shapers] = await Promise.all([

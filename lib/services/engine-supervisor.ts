@@ -6,8 +6,12 @@
  *
  * Writes need no help from here: the rule service refuses them (503 + Retry-After) whenever the engine's
  * own status is not OPEN, and the engine's status() is what notices the loss.
+ *
+ * `status()` is the engine's status as the service reports it (/status): RECOVERING while an attempt
+ * re-attaches and re-applies the rules, DOWN between attempts, and in both the detail says what was lost
+ * (and how the last attempt failed), not what the recovery itself did to the engine ("engine closed").
  */
-import type { Engine } from '../engine/engine.js';
+import type { Engine, EngineStatus } from '../engine/engine.js';
 import type { EventBus } from './event-bus.js';
 
 export interface EngineSupervisorOptions {
@@ -35,6 +39,12 @@ export class EngineSupervisor {
   private recovering: Promise<void> | null = null;
   private stopped = false;
   private ownRestarts = 0;
+  /** The engine's detail when the loss was seen; kept while the recovery closes and re-opens it. */
+  private lossDetail: string | null = null;
+  private attempting = false;
+  private lastAttemptError: string | null = null;
+  /** Ends the backoff wait at once (stop()). */
+  private wakeUp: (() => void) | null = null;
 
   constructor(options: EngineSupervisorOptions) {
     this.engine = options.engine;
@@ -56,6 +66,16 @@ export class EngineSupervisor {
     return this.recovering !== null;
   }
 
+  /** The engine's status with the recovery overlaid (see the file comment). */
+  status(): EngineStatus {
+    const status = this.engine.status();
+    if (this.recovering === null) return status;
+    const lost = `lost: ${this.lossDetail ?? 'the data plane went away'}`;
+    if (this.attempting) return { ...status, state: 'RECOVERING', detail: `re-attaching and re-applying every rule (${lost})` };
+    const failed = this.lastAttemptError === null ? '' : `; the last re-attach failed: ${this.lastAttemptError}`;
+    return { ...status, state: 'DOWN', detail: `${lost}${failed}; retrying` };
+  }
+
   /** One look at the engine; the timer calls it, tests may too. */
   check(): void {
     if (this.stopped || this.recovering !== null) return;
@@ -67,6 +87,8 @@ export class EngineSupervisor {
     // An engine that never opened (no root, no addon) is not a loss; only OPEN -> DOWN is.
     if (!this.wasOpen || status.state === 'UNAVAILABLE') return;
     this.wasOpen = false;
+    this.lossDetail = status.detail;
+    this.lastAttemptError = null;
     this.events.emit('engine_down', { state: status.state, detail: status.detail });
     this.recovering = this.recover().finally(() => {
       this.recovering = null;
@@ -81,13 +103,15 @@ export class EngineSupervisor {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    this.wakeUp?.(); // a shutdown does not sit out a backoff
     await this.recovering?.catch(() => {});
   }
 
   private async recover(): Promise<void> {
     for (let attempt = 0; !this.stopped; attempt++) {
-      await delay(this.backoffMs[Math.min(attempt, this.backoffMs.length - 1)] ?? 1000);
+      await this.backoff(this.backoffMs[Math.min(attempt, this.backoffMs.length - 1)] ?? 1000);
       if (this.stopped) return;
+      this.attempting = true;
       try {
         await this.engine.close();
         await this.engine.open();
@@ -98,12 +122,24 @@ export class EngineSupervisor {
         this.events.emit('engine_recovered', { state: 'OPEN', restarts: this.restarts, rules_reapplied: reapplied });
         return;
       } catch (error) {
+        this.lastAttemptError = error instanceof Error ? error.message : String(error);
         this.onError(error, attempt);
+      } finally {
+        this.attempting = false;
       }
     }
   }
-}
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  private backoff(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeUp = done;
+    }).finally(() => {
+      this.wakeUp = null;
+    });
+  }
 }
