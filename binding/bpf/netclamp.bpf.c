@@ -68,6 +68,7 @@ struct nc_bucket {
 	__u64 epoch_start;
 	__u16 flows_up, flows_up_prev;
 	__u32 pad;
+	__u64 rate_up_seen;  /* the upload rate the debt was run up under */
 };
 
 struct {
@@ -576,6 +577,7 @@ static __always_inline int nc_police(const struct nc_rule *r, struct nc_sk_tag *
 		fresh.stamp_up = now;
 		fresh.stamp_down = now;
 		fresh.epoch_start = now;
+		fresh.rate_up_seen = rate;
 		bpf_map_update_elem(&nc_buckets, &key, &fresh, BPF_NOEXIST);
 		b = bpf_map_lookup_elem(&nc_buckets, &key);
 		if (!b)
@@ -606,6 +608,22 @@ static __always_inline int nc_police(const struct nc_rule *r, struct nc_sk_tag *
 		if (now > b->stamp_up) {
 			tokens = nc_refill(tokens, now - b->stamp_up, rate, cap);
 			b->stamp_up = now;
+		}
+		if (b->rate_up_seen != rate) {
+			/* A new limit applies from now: a debt run up under a higher one is forgiven (repaying it
+			 * at the lower rate stalled the transfer for a second), and under a lower one it keeps its
+			 * depth in time, not in bytes (else the deeper zone is a burst at once). */
+			__u64 old_rate = b->rate_up_seen;
+			if (tokens < 0 && old_rate > rate) {
+				tokens = 0;
+			} else if (tokens < 0 && old_rate) {
+				__u64 per_ms = old_rate / 1000 ? old_rate / 1000 : 1;
+				__u64 debt_ms = (__u64)(-tokens) / per_ms;
+				if (debt_ms > 2 * egress_debt_ms + 1000)
+					debt_ms = 2 * egress_debt_ms + 1000;
+				tokens = -(__s64)(debt_ms * rate / 1000);
+			}
+			b->rate_up_seen = rate;
 		}
 		if (tokens > cap)
 			tokens = cap; /* the rate may have been lowered */
