@@ -90,6 +90,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   }
   const listeners = new ListenerSwitch(app, listen);
   app.log.info({ url: listeners.url, dataDir: options.dataDir }, 'listening');
+  // GET /config shows the address in effect (--listen, or the port the OS chose), not only the file's.
+  app.netclamp.config.setLiveListen(listeners.listen);
   // [server] listen changes (PUT /config or an edit of config.toml) move the service to the new address.
   // --listen only decides the address at start: a later change of the config is the user's newer wish.
   app.netclamp.config.addApplier({
@@ -97,7 +99,10 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       if (next.server.listen === previous.server.listen) return undefined;
       const replacement = await listeners.bind(parseListen(next.server.listen), next.server.listen);
       return {
-        commit: () => listeners.switchTo(replacement),
+        commit: () => {
+          listeners.switchTo(replacement);
+          app.netclamp.config.setLiveListen(listeners.listen);
+        },
         abort: () => { replacement.server.close(); },
       };
     },
@@ -122,16 +127,19 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
   };
 }
 
-function urlOf(server: http.Server, fallback: ListenAddress): string {
+/** HOST:PORT as config.toml spells it, with the port the server really has (port 0 resolved). */
+function listenOf(server: http.Server, fallback: ListenAddress): string {
   const address = server.address() as AddressInfo | string | null;
   const port = typeof address === 'object' && address !== null ? address.port : fallback.port;
   const host = fallback.host.includes(':') ? `[${fallback.host}]` : fallback.host;
-  return `http://${host}:${port}`;
+  return `${host}:${port}`;
 }
+
 
 interface BoundListener {
   server: http.Server;
-  url: string;
+  /** HOST:PORT it is bound to. */
+  listen: string;
 }
 
 /**
@@ -142,16 +150,21 @@ interface BoundListener {
  */
 class ListenerSwitch {
   private current: http.Server;
-  private currentUrl: string;
+  private currentListen: string;
   private readonly retiring = new Set<{ server: http.Server; timers: NodeJS.Timeout[] }>();
 
   constructor(private readonly app: FastifyInstance, listen: ListenAddress) {
     this.current = app.server;
-    this.currentUrl = urlOf(app.server, listen);
+    this.currentListen = listenOf(app.server, listen);
   }
 
   get url(): string {
-    return this.currentUrl;
+    return `http://${this.currentListen}`;
+  }
+
+  /** HOST:PORT of the current listener. */
+  get listen(): string {
+    return this.currentListen;
   }
 
   /** Listens on the new address without touching the current one; throws a ConfigError if it cannot. */
@@ -178,14 +191,14 @@ class ListenerSwitch {
       const code = (error as NodeJS.ErrnoException).code;
       throw new ConfigError('config', [{ field: 'server.listen', message: `cannot listen on ${spelled}: ${code ?? (error as Error).message}` }]);
     }
-    return { server, url: urlOf(server, address) };
+    return { server, listen: listenOf(server, address) };
   }
 
   switchTo(replacement: BoundListener): void {
     const previous = this.current;
     this.current = replacement.server;
-    this.currentUrl = replacement.url;
-    this.app.log.info({ url: this.currentUrl }, 'listening (address changed)');
+    this.currentListen = replacement.listen;
+    this.app.log.info({ url: this.url }, 'listening (address changed)');
     this.retire(previous);
   }
 

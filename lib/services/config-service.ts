@@ -8,6 +8,8 @@
  *   wrote is ignored, so the service's own writes are never reported a second time. A valid edit is
  *   applied and sends `config_reloaded` (source "file"); an invalid one keeps the last good config and
  *   sends `config_error`. The file is not rewritten in either case: it is the user's.
+ * - The live listen address (server.ts tells it, see `setLiveListen`) is part of the effective config:
+ *   `--listen`, or the port the OS chose for port 0, shows in GET, and a PUT naming it moves nothing.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -69,6 +71,10 @@ export class ConfigService {
   private readonly debounceMs: number;
   private readonly appliers: ConfigApplier[] = [];
   private config: Config;
+  /** server.listen as config.toml (or the last PUT, which wrote it) says it. */
+  private fileListen: string;
+  /** The address in effect when it is not the file's (`--listen`, a port the OS chose); else null. */
+  private listenOverride: string | null = null;
   private lastText: string | null;
   private queue: Promise<unknown> = Promise.resolve();
   private watcher: fs.FSWatcher | undefined;
@@ -78,6 +84,7 @@ export class ConfigService {
   constructor(options: ConfigServiceOptions) {
     this.file = path.join(options.dataDir, CONFIG_FILE);
     this.config = options.initial;
+    this.fileListen = options.initial.server.listen;
     this.lastText = options.initialText;
     this.events = options.events;
     this.log = options.log;
@@ -88,6 +95,16 @@ export class ConfigService {
     return structuredClone(this.config);
   }
 
+  /**
+   * The address the service really listens on, HOST:PORT (server.ts, once bound). When it is not the
+   * file's, it stays the effective server.listen until a PUT, or an edit of the file's own server.listen,
+   * asks for another address.
+   */
+  setLiveListen(listen: string): void {
+    this.listenOverride = listen === this.fileListen ? null : listen;
+    this.config = { ...this.config, server: { ...this.config.server, listen } };
+  }
+
   addApplier(applier: ConfigApplier): void {
     this.appliers.push(applier);
   }
@@ -95,9 +112,10 @@ export class ConfigService {
   /** PUT: the whole document (JSON form). Throws ConfigError naming the fields; then nothing changed. */
   replace(document: unknown): Promise<Config> {
     return this.exclusive(async () => {
+      // Compared with the effective config: a PUT of what GET showed changes nothing, listener included.
       const next = configFromDocument(document, 'config');
       const text = renderConfig(next);
-      await this.commit(next, 'api', () => {
+      await this.commit(next, 'api', next.server.listen, () => {
         writeFileAtomic(this.file, text, 0o600);
         this.lastText = text;
       });
@@ -146,8 +164,11 @@ export class ConfigService {
     if (text === this.lastText) return; // our own write, or a save without changes
     this.lastText = text;
     try {
-      const next = configFromText(text, CONFIG_FILE);
-      await this.commit(next, 'file', () => {});
+      const parsed = configFromText(text, CONFIG_FILE);
+      // An edit that leaves the file's own listen alone does not undo --listen.
+      const keepLive = this.listenOverride !== null && parsed.server.listen === this.fileListen;
+      const next = keepLive ? { ...parsed, server: { ...parsed.server, listen: this.listenOverride! } } : parsed;
+      await this.commit(next, 'file', parsed.server.listen, () => {});
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       this.reportError(error.errors);
@@ -161,7 +182,7 @@ export class ConfigService {
   }
 
   /** Prepare every applier (any may refuse), persist, swap, apply, announce. */
-  private async commit(next: Config, source: ConfigSource, persist: () => void): Promise<void> {
+  private async commit(next: Config, source: ConfigSource, fileListen: string, persist: () => void): Promise<void> {
     const previous = this.config;
     const prepared: PreparedChange[] = [];
     try {
@@ -177,6 +198,8 @@ export class ConfigService {
       throw error; // a ConfigError is the user's mistake (400 / config_error); anything else is ours (500)
     }
     this.config = next;
+    this.fileListen = fileListen;
+    this.listenOverride = next.server.listen === fileListen ? null : next.server.listen;
     for (const applier of this.appliers) {
       try { applier.apply?.(next, previous); } catch (error) { this.log.error({ err: error }, 'applying config failed'); }
     }
