@@ -8,6 +8,7 @@ import {
 } from '../schemas/license.js';
 import { rateLimited, TokenBucket, type BucketRate } from '../http/rate-limit.js';
 import type { LicenseService } from '../services/license-service.js';
+import { LICENSE_SERVER_PROBLEMS, RATE_LIMITED_PROBLEMS } from './openapi.js';
 
 /** A checkout opens a payment page; a person does that a few times, not in a loop. */
 export const CHECKOUT_RATE: BucketRate = { burst: 5, perSecond: 0.1 };
@@ -29,7 +30,10 @@ const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (app
   const bucket = (rate: BucketRate): TokenBucket => new TokenBucket(rate, options.now);
 
   app.post('/billing/checkout', {
-    schema: { summary: "A payment page for a credit pack, with a nonce to poll", body: CheckoutBodySchema, response: { 201: CheckoutSchema } },
+    schema: {
+      summary: "A payment page for a credit pack, with a nonce to poll", body: CheckoutBodySchema, response: { 201: CheckoutSchema },
+      problems: { ...LICENSE_SERVER_PROBLEMS, ...RATE_LIMITED_PROBLEMS },
+    },
     onRequest: rateLimited(bucket(CHECKOUT_RATE), 'POST /billing/checkout'),
   }, async (request, reply) => {
     const checkout = await license.checkout(request.body.variant_id);
@@ -42,6 +46,7 @@ const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (app
     schema: {
       summary: 'Poll a checkout: 202 until the credit is minted, then 200 with the token (activated here)',
       params: NonceParamsSchema, response: { 200: CheckMintedSchema, 202: CheckPendingSchema },
+      problems: { ...LICENSE_SERVER_PROBLEMS, ...RATE_LIMITED_PROBLEMS },
     },
     onRequest: rateLimited(bucket(CHECK_RATE), 'GET /billing/check'),
   }, async (request, reply) => {
@@ -52,7 +57,10 @@ const billingRoutes: FastifyPluginAsyncTypebox<BillingRouteOptions> = async (app
   });
 
   app.get('/billing/packs', {
-    schema: { summary: 'Credit packs for sale (cached a few minutes)', response: { 200: PackListSchema } },
+    schema: {
+      summary: 'Credit packs for sale (cached a few minutes)', response: { 200: PackListSchema },
+      problems: { ...LICENSE_SERVER_PROBLEMS, ...RATE_LIMITED_PROBLEMS },
+    },
     onRequest: rateLimited(bucket(PACKS_RATE), 'GET /billing/packs'),
   }, async () => ({ packs: await license.packs() }));
 };

@@ -7,6 +7,7 @@ import {
   ActivationSchema, CreditIdParamsSchema, HwidSchema, LicenseStateSchema, TokenBodySchema, TransferSchema,
 } from '../schemas/license.js';
 import type { LicenseService } from '../services/license-service.js';
+import { LICENSE_SERVER_PROBLEMS } from './openapi.js';
 
 export interface LicenseRouteOptions {
   license: LicenseService;
@@ -31,6 +32,10 @@ const licenseRoutes: FastifyPluginAsyncTypebox<LicenseRouteOptions> = async (app
     schema: {
       summary: 'Unbind a credit at the license server; answers the unbound token to rebind elsewhere',
       params: CreditIdParamsSchema, response: { 200: TransferSchema },
+      problems: {
+        ...LICENSE_SERVER_PROBLEMS,
+        409: 'The credit does not count here, its transfer is under way, the slots in use need it, or the server refused',
+      },
     },
   }, async (request, reply) => {
     // The unbound token is the credit now: no cache may keep it.
@@ -39,7 +44,10 @@ const licenseRoutes: FastifyPluginAsyncTypebox<LicenseRouteOptions> = async (app
   });
 
   app.post('/license/rebind', {
-    schema: { summary: 'Bind an unbound token to this machine at the license server and activate it', body: TokenBodySchema, response: { 200: ActivationSchema } },
+    schema: {
+      summary: 'Bind an unbound token to this machine at the license server and activate it',
+      body: TokenBodySchema, response: { 200: ActivationSchema }, problems: LICENSE_SERVER_PROBLEMS,
+    },
   }, async (request) => license.rebind(request.body.token));
 };
 

@@ -4,6 +4,7 @@ import {
   validateQuotaDraft, withQuotaDefaults, type QuotaDraft, type QuotaDraftInput,
 } from '../schemas/quota.js';
 import { validationProblem } from '../http/problem.js';
+import { IF_MATCH_PROBLEMS, REVISION_PROBLEMS, SLOT_PROBLEMS } from './openapi.js';
 import { parseIfMatch } from '../http/if-match.js';
 import { etagOf, parseQuotaId, type QuotaService } from '../services/quota-service.js';
 
@@ -31,14 +32,19 @@ const quotaRoutes: FastifyPluginAsyncTypebox<QuotaRouteOptions> = async (app, op
     return quota;
   });
 
-  app.post('/quotas', { schema: { body: QuotaDraftSchema, response: { 201: QuotaSchema } } }, async (request, reply) => {
+  app.post('/quotas', {
+    schema: { body: QuotaDraftSchema, response: { 201: QuotaSchema }, problems: SLOT_PROBLEMS },
+  }, async (request, reply) => {
     const quota = await quotas.create(checkedDraft(request.body));
     reply.code(201).header('Location', `${options.basePath}/quotas/${quota.id}`).header('ETag', etagOf(quota));
     return quota;
   });
 
   app.put('/quotas/:id', {
-    schema: { params: QuotaIdParamsSchema, body: QuotaUpdateSchema, response: { 200: QuotaSchema } },
+    schema: {
+      params: QuotaIdParamsSchema, body: QuotaUpdateSchema, response: { 200: QuotaSchema },
+      problems: { ...REVISION_PROBLEMS, ...SLOT_PROBLEMS },
+    },
   }, async (request, reply) => {
     const id = parseQuotaId(request.params.id);
     const { revision, ...draftInput } = request.body;
@@ -47,7 +53,9 @@ const quotaRoutes: FastifyPluginAsyncTypebox<QuotaRouteOptions> = async (app, op
     return quota;
   });
 
-  app.delete('/quotas/:id', { schema: { params: QuotaIdParamsSchema } }, async (request, reply) => {
+  app.delete('/quotas/:id', {
+    schema: { params: QuotaIdParamsSchema, problems: { ...IF_MATCH_PROBLEMS, ...REVISION_PROBLEMS } },
+  }, async (request, reply) => {
     const id = parseQuotaId(request.params.id);
     await quotas.delete(id, parseIfMatch(request.headers['if-match']));
     return reply.code(204).send();

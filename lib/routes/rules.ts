@@ -4,6 +4,9 @@ import {
   validateRuleDraft, withDraftDefaults, type RuleDraft, type RuleDraftInput,
 } from '../schemas/rule.js';
 import { validationProblem } from '../http/problem.js';
+import {
+  ENGINE_WRITE_PROBLEMS, IF_MATCH_PROBLEMS, REVISION_PROBLEMS, SLOT_PROBLEMS,
+} from './openapi.js';
 import { parseIfMatch } from '../http/if-match.js';
 import { etagOf, parseRuleId, type RuleService } from '../services/rule-service.js';
 
@@ -31,14 +34,19 @@ const ruleRoutes: FastifyPluginAsyncTypebox<RuleRouteOptions> = async (app, opti
     return rule;
   });
 
-  app.post('/rules', { schema: { body: RuleDraftSchema, response: { 201: RuleSchema } } }, async (request, reply) => {
+  app.post('/rules', {
+    schema: { body: RuleDraftSchema, response: { 201: RuleSchema }, problems: { ...SLOT_PROBLEMS, ...ENGINE_WRITE_PROBLEMS } },
+  }, async (request, reply) => {
     const rule = await rules.create(checkedDraft(request.body));
     reply.code(201).header('Location', `${options.basePath}/rules/${rule.id}`).header('ETag', etagOf(rule));
     return rule;
   });
 
   app.put('/rules/:id', {
-    schema: { params: RuleIdParamsSchema, body: RuleUpdateSchema, response: { 200: RuleSchema } },
+    schema: {
+      params: RuleIdParamsSchema, body: RuleUpdateSchema, response: { 200: RuleSchema },
+      problems: { ...REVISION_PROBLEMS, ...SLOT_PROBLEMS, ...ENGINE_WRITE_PROBLEMS },
+    },
   }, async (request, reply) => {
     const id = parseRuleId(request.params.id);
     const { revision, ...draftInput } = request.body;
@@ -48,16 +56,22 @@ const ruleRoutes: FastifyPluginAsyncTypebox<RuleRouteOptions> = async (app, opti
     return rule;
   });
 
-  app.delete('/rules/:id', { schema: { params: RuleIdParamsSchema } }, async (request, reply) => {
+  app.delete('/rules/:id', {
+    schema: { params: RuleIdParamsSchema, problems: { ...IF_MATCH_PROBLEMS, ...REVISION_PROBLEMS, ...ENGINE_WRITE_PROBLEMS } },
+  }, async (request, reply) => {
     const id = parseRuleId(request.params.id);
     await rules.delete(id, parseIfMatch(request.headers['if-match']));
     return reply.code(204).send();
   });
 
   // Registered before /rules/:id/retry matters only for readability: find-my-way prefers the static path.
-  app.post('/rules/reconcile', { schema: { response: { 200: ReconcileResultSchema } } }, async () => rules.reconcile());
+  app.post('/rules/reconcile', {
+    schema: { response: { 200: ReconcileResultSchema }, problems: ENGINE_WRITE_PROBLEMS },
+  }, async () => rules.reconcile());
 
-  app.post('/rules/:id/retry', { schema: { params: RuleIdParamsSchema, response: { 200: RuleSchema } } }, async (request, reply) => {
+  app.post('/rules/:id/retry', {
+    schema: { params: RuleIdParamsSchema, response: { 200: RuleSchema }, problems: ENGINE_WRITE_PROBLEMS },
+  }, async (request, reply) => {
     const rule = await rules.retry(parseRuleId(request.params.id));
     reply.header('ETag', etagOf(rule));
     return rule;
