@@ -21,7 +21,7 @@ import { ConfigService } from './services/config-service.js';
 import { EventBus } from './services/event-bus.js';
 import { EventStreamHub } from './services/event-stream.js';
 import { AppPathWatcher } from './services/app-path-watcher.js';
-import { RuleService } from './services/rule-service.js';
+import { COUNTER_MAX_AGE_MS, RuleService } from './services/rule-service.js';
 import { QuotaService } from './services/quota-service.js';
 import { BlockedTotal } from './services/blocked-total.js';
 import { ActivityService } from './services/activity-service.js';
@@ -63,6 +63,11 @@ export interface AppOptions {
   maxEventBacklogBytes?: number;
   /** Debounce of config.toml change notifications. */
   configDebounceMs?: number;
+  /**
+   * How old the kernel counters of GET /rules and /status total_blocked may be (RuleService's
+   * COUNTER_MAX_AGE_MS by default); 0 = read the kernel for every request.
+   */
+  counterMaxAgeMs?: number;
   /** Live-view sampling period (throughput ring, per-process rates); 0 = tests sample by hand. */
   sampleIntervalMs?: number;
   /** Clock of the live views, in epoch milliseconds (tests). */
@@ -134,12 +139,16 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
     readNativeHwid: engineHwidReader(options.engine), settings: options.license,
   });
   const watcher = new AppPathWatcher((error, target) => app.log.warn({ err: error, target }, 'cannot watch app path'));
-  const rules = new RuleService({ engine: options.engine, store, watcher, log: app.log, events, slots: license });
+  const counterAge = { maxAgeMs: options.counterMaxAgeMs ?? COUNTER_MAX_AGE_MS, clockMs: options.now };
+  const rules = new RuleService({
+    engine: options.engine, store, watcher, log: app.log, events, slots: license,
+    counterMaxAgeMs: counterAge.maxAgeMs, clockMs: counterAge.clockMs,
+  });
   const groups = new GroupService({
     rules, rulesStore: store, quotasStore: new QuotasStore(db), store: new GroupsStore(db), events, log: app.log,
     slots: license, fetchLimits: options.groupFetchLimits,
   });
-  const blocked = new BlockedTotal(options.engine, meta);
+  const blocked = new BlockedTotal(options.engine, meta, counterAge);
   const quotas = new QuotaService({
     engine: options.engine, store: new QuotasStore(db), events, log: app.log, slots: license, now: options.quotaNow,
     sampleIntervalMs: options.quotaSampleIntervalMs, flushIntervalMs: options.quotaFlushIntervalMs,

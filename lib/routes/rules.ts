@@ -8,6 +8,7 @@ import {
   ENGINE_WRITE_PROBLEMS, IF_MATCH_PROBLEMS, REVISION_PROBLEMS, SLOT_PROBLEMS,
 } from './openapi.js';
 import { parseIfMatch } from '../http/if-match.js';
+import { nativeJsonSerializer } from '../http/native-json.js';
 import { etagOf, parseRuleId, type RuleService } from '../services/rule-service.js';
 
 export interface RuleRouteOptions {
@@ -26,7 +27,8 @@ function checkedDraft(input: RuleDraftInput): RuleDraft {
 const ruleRoutes: FastifyPluginAsyncTypebox<RuleRouteOptions> = async (app, options) => {
   const { rules } = options;
 
-  app.get('/rules', { schema: { response: { 200: RuleListSchema } } }, async () => rules.list());
+  // RuleService.list() builds exactly RuleSchema's fields (present()); see native-json.ts for why.
+  app.get('/rules', { schema: { response: { 200: RuleListSchema } }, serializerCompiler: nativeJsonSerializer }, async () => rules.list());
 
   app.get('/rules/:id', { schema: { params: RuleIdParamsSchema, response: { 200: RuleSchema } } }, async (request, reply) => {
     const rule = await rules.get(parseRuleId(request.params.id));

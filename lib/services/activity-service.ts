@@ -2,6 +2,11 @@
  * The live views: once a second it reads the engine's totals (into the throughput ring) and its
  * per-process counters (kept as the last two readings, so a rate is the difference of two samples);
  * on request it joins those with the kernel's socket table and the rules into /apps and /connections.
+ *
+ * The counts of /status (sockets, running apps) come from a socket-table read too, which is not cheap
+ * (tens of ms with thousands of sockets), so /status does not pay it per request: while someone asks
+ * for them, each sampler tick counts again, and a request answers with the last count when it is at
+ * most 1.5 periods old (it waits for a new one only when nobody asked for a while).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,6 +14,15 @@ import type { ConnectionEntry, Engine, ProcessActivity } from '../engine/engine.
 import type { Quota } from '../schemas/quota.js';
 import type { Rule } from '../schemas/rule.js';
 import { ThroughputRing, type ThroughputSample } from './throughput-ring.js';
+import { SharedReading } from './shared-reading.js';
+
+/** How long after the last /status the sampler keeps counting sockets and apps on each tick. */
+const COUNTS_DEMAND_MS = 10_000;
+
+export interface ActivityCounts {
+  connections: number;
+  apps: number;
+}
 
 export interface ActivityServiceOptions {
   engine: Engine;
@@ -94,6 +108,18 @@ function hasPeer(entry: ConnectionEntry): boolean {
   return !(entry.remotePort === 0 && ['', '0.0.0.0', '::'].includes(entry.remoteAddress));
 }
 
+/** Sockets per owning process (pid 0, no owner, is no process). */
+function socketsByPid(connections: readonly ConnectionView[]): Map<number, { count: number; appPath: string }> {
+  const byPid = new Map<number, { count: number; appPath: string }>();
+  for (const connection of connections) {
+    if (connection.pid <= 0) continue;
+    const entry = byPid.get(connection.pid) ?? { count: 0, appPath: connection.app_path };
+    entry.count++;
+    byPid.set(connection.pid, entry);
+  }
+  return byPid;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -133,6 +159,9 @@ export class ActivityService {
   private latest: ActivityReading | null = null;
   private previous: ActivityReading | null = null;
   private sampling = false;
+  private readonly countReading: SharedReading;
+  private lastCounts: ActivityCounts = { connections: 0, apps: 0 };
+  private countsAskedAt = Number.NEGATIVE_INFINITY;
 
   constructor(options: ActivityServiceOptions) {
     this.engine = options.engine;
@@ -141,14 +170,28 @@ export class ActivityService {
     this.now = options.now ?? Date.now;
     this.onError = options.onError ?? (() => {});
     const intervalMs = options.intervalMs ?? 1000;
+    // Without a timer (tests sample by hand) every request counts afresh.
+    this.countReading = new SharedReading(() => this.count(), intervalMs > 0 ? intervalMs * 1.5 : 0, this.now);
     this.timer = intervalMs > 0 ? setInterval(() => void this.sample(), intervalMs) : null;
     this.timer?.unref();
   }
 
-  /** One reading of totals and per-process counters; an engine that is down leaves zeros. */
+  /**
+   * One reading of totals and per-process counters (an engine that is down leaves zeros), and of the
+   * /status counts while they are asked for.
+   */
   async sample(): Promise<void> {
     if (this.sampling) return; // a slow kernel read must not pile readings up
     this.sampling = true;
+    try {
+      await this.sampleTraffic();
+      if (this.now() - this.countsAskedAt <= COUNTS_DEMAND_MS) await this.countReading.next();
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  private async sampleTraffic(): Promise<void> {
     try {
       const atMs = this.now();
       if (this.engine.status().state !== 'OPEN') {
@@ -165,8 +208,6 @@ export class ActivityService {
     } catch (error) {
       this.throughput.resetBaseline();
       this.onError(error);
-    } finally {
-      this.sampling = false;
     }
   }
 
@@ -207,37 +248,43 @@ export class ActivityService {
     };
   }
 
-  /** The counts /status shows, from one read of the socket table. */
-  async counts(): Promise<{ connections: number; apps: number }> {
-    const { apps, connections } = await this.collect();
-    return { connections: connections.length, apps: apps.length };
+  /** The counts /status shows: sockets, and running processes as /apps lists them (see the top). */
+  async counts(): Promise<ActivityCounts> {
+    this.countsAskedAt = this.now();
+    await this.countReading.fresh();
+    return this.lastCounts;
   }
 
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
   }
 
+  /** One read of the socket table into the /status counts; no rules, no /proc reads per process. */
+  private async count(): Promise<void> {
+    const connections = await this.readConnections();
+    this.lastCounts = { connections: connections.length, apps: this.runningPids(socketsByPid(connections)).length };
+  }
+
+  private readConnections(): Promise<ConnectionView[]> {
+    return this.connections().catch((error: unknown) => {
+      this.onError(error);
+      return [] as ConnectionView[];
+    });
+  }
+
+  /** Processes that hold a socket or moved bytes, still running, by pid: the entries of /apps. */
+  private runningPids(sockets: Map<number, unknown>): number[] {
+    const pids = new Set<number>([...sockets.keys(), ...(this.latest?.byPid.keys() ?? [])]);
+    return [...pids].sort((a, b) => a - b).filter(processAlive);
+  }
+
   private async collect(): Promise<{ apps: AppEntry[]; connections: ConnectionView[]; rules: Rule[] }> {
-    const [connections, rules] = await Promise.all([
-      this.connections().catch((error: unknown) => {
-        this.onError(error);
-        return [] as ConnectionView[];
-      }),
-      this.listRules(),
-    ]);
+    const [connections, rules] = await Promise.all([this.readConnections(), this.listRules()]);
     const enabled = rules.filter((rule) => rule.enabled);
-    const socketsByPid = new Map<number, { count: number; appPath: string }>();
-    for (const connection of connections) {
-      if (connection.pid <= 0) continue;
-      const entry = socketsByPid.get(connection.pid) ?? { count: 0, appPath: connection.app_path };
-      entry.count++;
-      socketsByPid.set(connection.pid, entry);
-    }
-    const pids = new Set<number>([...socketsByPid.keys(), ...(this.latest?.byPid.keys() ?? [])]);
+    const sockets = socketsByPid(connections);
     const apps: AppEntry[] = [];
-    for (const pid of [...pids].sort((a, b) => a - b)) {
-      if (!processAlive(pid)) continue;
-      const identity = readProcessIdentity(pid, socketsByPid.get(pid)?.appPath ?? '');
+    for (const pid of this.runningPids(sockets)) {
+      const identity = readProcessIdentity(pid, sockets.get(pid)?.appPath ?? '');
       const latest = this.latest?.byPid.get(pid);
       const earlier = this.previous?.byPid.get(pid);
       const seconds = this.latest !== null && this.previous !== null ? (this.latest.atMs - this.previous.atMs) / 1000 : 0;
@@ -252,7 +299,7 @@ export class ActivityService {
         bytes_down: latest?.bytesDown ?? 0,
         rate_up: rate(latest?.bytesUp, earlier?.bytesUp),
         rate_down: rate(latest?.bytesDown, earlier?.bytesDown),
-        connections: socketsByPid.get(pid)?.count ?? 0,
+        connections: sockets.get(pid)?.count ?? 0,
         rule_id: governing?.id ?? null,
         blocked: governing?.action === 'BLOCK',
       });

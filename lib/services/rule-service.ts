@@ -19,10 +19,16 @@ import type { AppPathWatcher } from './app-path-watcher.js';
 import type { EventBus } from './event-bus.js';
 import { ruleSlots, type SlotGate } from './clamp-slots.js';
 import { RuleCounterBook } from './rule-counters.js';
+import { SharedReading } from './shared-reading.js';
 
 /** Seconds a client should wait before retrying a write the engine could not take. */
 export const ENGINE_RETRY_AFTER_SECONDS = 5;
 const MAX_RULE_ID = 2 ** 31 - 1;
+/**
+ * How old the kernel counters that GET /rules shows may be: concurrent and repeated GETs share one kernel
+ * read per period instead of each dumping every rule's counters (the cost grows with the table).
+ */
+export const COUNTER_MAX_AGE_MS = 250;
 
 interface SyncOutcome {
   state: SyncState;
@@ -48,6 +54,10 @@ export interface RuleServiceOptions {
   /** Clamp-slot cap of LIMIT rules (licensing); none = no cap. */
   slots?: SlotGate;
   now?: () => Date;
+  /** See COUNTER_MAX_AGE_MS; 0 = every GET reads the kernel (tests that count traffic step by step). */
+  counterMaxAgeMs?: number;
+  /** Milliseconds, for the age of counter readings; tests drive a fake clock. */
+  clockMs?: () => number;
 }
 
 export function toEngineRule(rule: StoredRule, resetCounters: boolean): EngineRule {
@@ -97,6 +107,9 @@ export class RuleService {
   private readonly now: () => Date;
   private readonly queue = new SerialQueue();
   private readonly counters: RuleCounterBook;
+  /** Kernel counter readings: GETs share recent ones, writes wait for a new one. */
+  private readonly counterReading: SharedReading;
+  private summaryOf: { rules: readonly StoredRule[]; value: { activeRules: number; monitoredApps: number } } | null = null;
   private closed = false;
 
   constructor(options: RuleServiceOptions) {
@@ -108,46 +121,72 @@ export class RuleService {
     this.slots = options.slots;
     this.now = options.now ?? (() => new Date());
     this.counters = new RuleCounterBook(options.store);
+    this.counterReading = new SharedReading(() => this.sampleCounters(), options.counterMaxAgeMs ?? COUNTER_MAX_AGE_MS, options.clockMs);
   }
 
   // ---- reads -------------------------------------------------------------------------------------
 
   async list(): Promise<Rule[]> {
-    await this.sampleCounters();
+    await this.counterReading.fresh();
     return this.store.list().map((rule) => present(rule, this.counters.total(rule.id)));
   }
 
   async get(id: number): Promise<Rule> {
-    await this.sampleCounters();
+    await this.counterReading.fresh();
     const rule = this.store.get(id);
     if (rule === undefined) throw notFound(id);
     return present(rule, this.counters.total(id));
   }
 
-  /** Figures for /status. */
+  /** Figures for /status; computed again only after a write (the store hands out a new list then). */
   summary(): { activeRules: number; monitoredApps: number } {
-    const enabled = this.store.list().filter((rule) => rule.enabled);
-    return {
-      activeRules: enabled.filter((rule) => rule.sync_state === 'SYNCED').length,
-      monitoredApps: new Set(enabled.filter((rule) => rule.app_path !== '').map((rule) => rule.app_path)).size,
-    };
+    const rules = this.store.list();
+    if (this.summaryOf?.rules !== rules) {
+      const enabled = rules.filter((rule) => rule.enabled);
+      this.summaryOf = {
+        rules,
+        value: {
+          activeRules: enabled.filter((rule) => rule.sync_state === 'SYNCED').length,
+          monitoredApps: new Set(enabled.filter((rule) => rule.app_path !== '').map((rule) => rule.app_path)).size,
+        },
+      };
+    }
+    return this.summaryOf.value;
   }
 
   // ---- writes ------------------------------------------------------------------------------------
 
+  /**
+   * An enabled rule goes into the kernel first, under the id its row will get, and the row is written
+   * afterwards with the outcome: one SQLite commit per create, and an ENGINE_DOWN has written nothing.
+   * A crash in between leaves a kernel entry without a row, which the engine's re-open drops.
+   */
   create(draft: RuleDraft): Promise<Rule> {
     return this.exclusive(async () => {
+      const slots = ruleSlots(draft);
       if (draft.enabled) this.requireEngine();
-      this.slots?.requireSlots(ruleSlots(draft), 'this rule');
-      const stored = this.store.insert(draft, draft.enabled ? 'PENDING' : 'DISABLED', this.timestamp());
-      if (draft.enabled) {
-        try {
-          await this.applyEnabled(stored, true);
-        } catch (error) {
-          this.store.delete(stored.id);
-          throw this.engineDownProblem(error);
-        }
+      this.slots?.requireSlots(slots, 'this rule');
+      const now = this.timestamp();
+      if (!draft.enabled) return this.presentFresh(this.store.insert(draft, 'DISABLED', now).id);
+      const candidate: StoredRule = {
+        ...draft, id: this.store.nextId(), revision: 1, sync_state: 'PENDING', sync_error: null, group_id: null, created_at: now, updated_at: now,
+      };
+      let outcome: SyncOutcome;
+      try {
+        outcome = await this.engineApply(candidate, true);
+      } catch (error) {
+        throw this.engineDownProblem(error);
       }
+      let stored: StoredRule;
+      try {
+        // Again, right before the write: a quota may have taken the last slot during the engine's await.
+        this.slots?.requireSlots(slots, 'this rule');
+        stored = this.store.insert(draft, outcome.state, now, null, { id: candidate.id, syncError: outcome.error });
+      } catch (error) {
+        await this.revertEngine(candidate, undefined);
+        throw error;
+      }
+      this.afterSync(stored, outcome);
       return this.presentFresh(stored.id);
     });
   }
@@ -166,18 +205,28 @@ export class RuleService {
         throw new ProblemError(409, `revision ${conditions.expectedRevision} is not the current revision of rule ${id} (${current.revision}); read the rule and retry`);
       }
       if (current.enabled || draft.enabled) this.requireEngine();
-      this.slots?.requireSlots(ruleSlots(draft) - ruleSlots(current), `rule ${id}`);
-      const updated = this.store.replace(id, draft, draft.enabled ? 'PENDING' : 'DISABLED', this.timestamp());
+      const slots = ruleSlots(draft) - ruleSlots(current);
+      this.slots?.requireSlots(slots, `rule ${id}`);
+      // As for create: the kernel first, then one commit of the new row with its outcome.
+      const now = this.timestamp();
+      const next: StoredRule = { ...current, ...draft, revision: current.revision + 1, sync_error: null, updated_at: now };
+      let outcome: SyncOutcome;
       try {
-        if (draft.enabled) await this.applyEnabled(updated, true);
-        else await this.removeDisabled(updated);
+        outcome = draft.enabled ? await this.engineApply(next, true) : await this.engineRemove(next);
       } catch (error) {
-        this.restoreRule(current);
-        this.updateWatch(current);
         throw this.engineDownProblem(error);
+      }
+      let updated: StoredRule;
+      try {
+        this.slots?.requireSlots(slots, `rule ${id}`);
+        updated = this.store.replace(id, draft, outcome.state, now, outcome.error);
+      } catch (error) {
+        await this.revertEngine(next, current);
+        throw error;
       }
       // Only now: the kernel's counters were reset by the apply (or went with the removal).
       this.counters.zero(id);
+      this.afterSync(updated, outcome);
       return this.presentFresh(id);
     });
   }
@@ -213,7 +262,7 @@ export class RuleService {
       const current = this.store.get(id);
       if (current === undefined) throw notFound(id);
       this.requireEngine();
-      await this.sampleCounters(); // a re-apply of a rule the engine lost starts a new kernel life
+      await this.counterReading.next(); // a re-apply of a rule the engine lost starts a new kernel life
       try {
         if (current.enabled) await this.applyEnabled(current, false);
         else await this.removeDisabled(current);
@@ -335,7 +384,7 @@ export class RuleService {
   /** Reads the rule counters and saves them (the periodic flush; a crash loses at most one period). */
   flushCounters(): Promise<void> {
     return this.exclusive(async () => {
-      await this.sampleCounters();
+      await this.counterReading.next();
       this.counters.flush();
     });
   }
@@ -344,7 +393,7 @@ export class RuleService {
   async close(): Promise<void> {
     this.closed = true;
     await this.queue.idle();
-    await this.sampleCounters();
+    await this.counterReading.next();
     this.counters.flush();
     this.watcher.close();
   }
@@ -353,7 +402,7 @@ export class RuleService {
 
   private async reconcileNow(): Promise<ReconcileResult> {
     const result: ReconcileResult = { checked: 0, repaired: 0, removed: 0, errors: 0 };
-    await this.sampleCounters(); // a repaired rule that the engine had lost starts a new kernel life
+    await this.counterReading.next(); // a repaired rule that the engine had lost starts a new kernel life
     // Internal ids (quota actions) are not the user's rules: not checked, not removed as orphans.
     const installed = new Map((await this.engine.installedRules())
       .filter((entry) => !isInternalRuleId(entry.id))
@@ -398,26 +447,58 @@ export class RuleService {
    * write); every other engine error becomes the rule's state.
    */
   private async applyEnabled(rule: StoredRule, resetCounters: boolean): Promise<SyncOutcome> {
-    let outcome: SyncOutcome;
+    const outcome = await this.engineApply(rule, resetCounters);
+    this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
+    this.afterSync(rule, outcome);
+    return outcome;
+  }
+
+  /** Puts an enabled rule into the kernel; what came of it, without recording it. Throws only ENGINE_DOWN. */
+  private async engineApply(rule: StoredRule, resetCounters: boolean): Promise<SyncOutcome> {
     try {
       await this.engine.applyRule(toEngineRule(rule, resetCounters));
-      outcome = { state: 'SYNCED', error: null };
+      return { state: 'SYNCED', error: null };
     } catch (error) {
       if (isEngineDown(error)) throw error;
       if (error instanceof EngineError && error.code === 'ENOENT') {
-        outcome = { state: 'PENDING', error: `app_path does not exist: ${rule.app_path}; the rule will sync when the file appears` };
-      } else {
-        const message = error instanceof Error ? error.message : String(error);
-        const code = error instanceof EngineError ? `${error.code}: ` : '';
-        const detail = `${code}${message}`;
-        outcome = { state: 'ERROR', error: detail };
-        this.log.warn({ err: error, ruleId: rule.id }, 'engine rejected a rule');
-        this.announceSyncError(rule, detail);
+        return { state: 'PENDING', error: `app_path does not exist: ${rule.app_path}; the rule will sync when the file appears` };
       }
+      const message = error instanceof Error ? error.message : String(error);
+      const code = error instanceof EngineError ? `${error.code}: ` : '';
+      this.log.warn({ err: error, ruleId: rule.id }, 'engine rejected a rule');
+      return { state: 'ERROR', error: `${code}${message}` };
     }
-    this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
+  }
+
+  /** Takes a disabled rule out of the kernel; what came of it, without recording it. Throws only ENGINE_DOWN. */
+  private async engineRemove(rule: StoredRule): Promise<SyncOutcome> {
+    try {
+      await this.engine.removeRule(rule.id);
+      return { state: 'DISABLED', error: null };
+    } catch (error) {
+      if (isEngineDown(error)) throw error;
+      return { state: 'ERROR', error: `removal failed: ${(error as Error).message}` };
+    }
+  }
+
+  /** What follows a recorded outcome: the event of a failed sync, and the file watch. */
+  private afterSync(rule: StoredRule, outcome: SyncOutcome): void {
+    if (outcome.state === 'ERROR') this.announceSyncError(rule, outcome.error ?? '');
     this.updateWatch({ ...rule, sync_state: outcome.state });
-    return outcome;
+  }
+
+  /**
+   * The row of a create or update could not be written after the kernel took `written`: best effort to
+   * put back `previous` (undefined: nothing was there). What this misses, reconcile repairs.
+   */
+  private async revertEngine(written: StoredRule, previous: StoredRule | undefined): Promise<void> {
+    if (!this.engineOpen()) return;
+    try {
+      if (previous?.enabled === true) await this.engine.applyRule(toEngineRule(previous, false));
+      else await this.engine.removeRule(written.id);
+    } catch (error) {
+      this.log.warn({ err: error, ruleId: written.id }, 'could not undo a rule write in the engine; reconcile repairs it');
+    }
   }
 
   /**
@@ -441,7 +522,7 @@ export class RuleService {
    */
   private async reinstate(restored: readonly StoredRule[], discarded: readonly StoredRule[]): Promise<void> {
     if (!this.engineOpen()) return;
-    await this.sampleCounters();
+    await this.counterReading.next();
     try {
       for (const rule of discarded) if (rule.enabled) await this.engine.removeRule(rule.id);
       for (const rule of restored) if (rule.enabled) await this.applyEnabled(rule, false);
@@ -451,15 +532,9 @@ export class RuleService {
   }
 
   private async removeDisabled(rule: StoredRule): Promise<void> {
-    this.watcher.unwatch(rule.id);
-    try {
-      await this.engine.removeRule(rule.id);
-      this.store.setSyncState(rule.id, rule.revision, 'DISABLED', null);
-    } catch (error) {
-      if (isEngineDown(error)) throw error;
-      this.store.setSyncState(rule.id, rule.revision, 'ERROR', `removal failed: ${(error as Error).message}`);
-      this.announceSyncError(rule, `removal failed: ${(error as Error).message}`);
-    }
+    const outcome = await this.engineRemove(rule);
+    this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
+    this.afterSync(rule, outcome);
   }
 
   /** Every failed sync (not a missing app file: that is PENDING, waiting, not an error) is an event. */
@@ -494,7 +569,7 @@ export class RuleService {
         return;
       }
       try {
-        await this.sampleCounters(); // the engine drops a rule whose file vanished, and its counters
+        await this.counterReading.next(); // the engine drops a rule whose file vanished, and its counters
         const outcome = await this.applyEnabled(rule, false);
         this.log.info({ ruleId: id, syncState: outcome.state }, 'app path changed; rule re-applied');
       } catch (error) {
@@ -503,7 +578,10 @@ export class RuleService {
     }).catch((error: unknown) => this.log.error({ err: error, ruleId: id }, 're-apply after an app path change failed'));
   }
 
-  /** One kernel reading into the counter book; while the engine is down the last reading stands. */
+  /**
+   * One kernel reading into the counter book; while the engine is down the last reading stands. Only
+   * through `counterReading`, so that two readings never overlap.
+   */
   private async sampleCounters(): Promise<void> {
     if (!this.engineOpen()) return;
     const token = this.counters.beginReading();

@@ -37,7 +37,8 @@ export async function startTestApp(
 ): Promise<TestApp> {
   const dataDir = options.dataDir ?? makeDataDir(t);
   const engine = options.engine ?? await openFakeEngine();
-  const app = await buildApp({ ...options.appOptions, engine, dataDir, counterFlushIntervalMs: options.counterFlushIntervalMs });
+  // Counters as of each request (tests count traffic step by step), unless a test is about their reuse.
+  const app = await buildApp({ counterMaxAgeMs: 0, ...options.appOptions, engine, dataDir, counterFlushIntervalMs: options.counterFlushIntervalMs });
   const token = fs.readFileSync(path.join(dataDir, TOKEN_FILE), 'utf8').trim();
   let closed = false;
   const close = async (): Promise<void> => {

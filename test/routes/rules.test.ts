@@ -243,11 +243,14 @@ test('a disabled rule can be created while the engine is down (the engine is not
 });
 
 test('rules owned by a group cannot be changed or deleted through /rules: 409', async (t) => {
-  const { request, dataDir } = await startTestApp(t);
-  const created = (await request({ method: 'POST', url: '/api/v1/rules', payload: draft() })).json();
-  const db = new Database(path.join(dataDir, 'netclamp.db'));
+  const first = await startTestApp(t);
+  const created = (await first.request({ method: 'POST', url: '/api/v1/rules', payload: draft() })).json();
+  await first.close();
+  // Made a group's rule behind the service's back, so it is started again to read the table afresh.
+  const db = new Database(path.join(first.dataDir, 'netclamp.db'));
   db.prepare('UPDATE rules SET group_id = ? WHERE id = ?').run('corp-baseline', Number(created.id));
   db.close();
+  const { request } = await startTestApp(t, { dataDir: first.dataDir });
   const url = `/api/v1/rules/${created.id}`;
   assert.equal((await request({ method: 'GET', url })).json().group_id, 'corp-baseline');
   assertProblem(await request({ method: 'PUT', url, payload: draft({ name: 'mine now' }) }), 409);
