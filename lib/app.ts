@@ -9,7 +9,7 @@ import path from 'node:path';
 import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { Engine } from './engine/engine.js';
+import type { Engine, EngineStatus } from './engine/engine.js';
 import { installGatekeeping, installProblemHandlers } from './http/hooks.js';
 import { openDatabase } from './store/database.js';
 import { RulesStore } from './store/rules-store.js';
@@ -143,6 +143,7 @@ export const serviceApp: FastifyPluginAsync<AppOptions> = async (app, options) =
   const rules = new RuleService({
     engine: options.engine, store, watcher, log: app.log, events, slots: license,
     counterMaxAgeMs: counterAge.maxAgeMs, clockMs: counterAge.clockMs,
+    engineStatus: (): EngineStatus => supervisor.status(), // the supervisor is made below, from these rules
   });
   const groups = new GroupService({
     rules, rulesStore: store, quotasStore: new QuotasStore(db), store: new GroupsStore(db), events, log: app.log,

@@ -10,7 +10,7 @@
 import { SerialQueue } from './serial-queue.js';
 import fs from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
-import { EngineError, fingerprintOf, isInternalRuleId, type Engine, type EngineRule, type RuleCounters } from '../engine/engine.js';
+import { EngineError, fingerprintOf, isInternalRuleId, type Engine, type EngineRule, type EngineStatus, type RuleCounters } from '../engine/engine.js';
 import { ProblemError } from '../http/problem.js';
 import { requireIfMatch, type IfMatch, type WriteConditions } from '../http/if-match.js';
 import type { ReconcileResult, Rule, RuleDraft, SyncState } from '../schemas/rule.js';
@@ -58,6 +58,11 @@ export interface RuleServiceOptions {
   counterMaxAgeMs?: number;
   /** Milliseconds, for the age of counter readings; tests drive a fake clock. */
   clockMs?: () => number;
+  /**
+   * The engine's state as /status reports it (the supervisor's view: RECOVERING while it re-attaches),
+   * for the detail of a 503; the engine's own status() by default.
+   */
+  engineStatus?: () => EngineStatus;
 }
 
 export function toEngineRule(rule: StoredRule, resetCounters: boolean): EngineRule {
@@ -105,6 +110,7 @@ export class RuleService {
   private readonly events: EventBus | undefined;
   private readonly slots: SlotGate | undefined;
   private readonly now: () => Date;
+  private readonly engineStatus: () => EngineStatus;
   private readonly queue = new SerialQueue();
   private readonly counters: RuleCounterBook;
   /** Kernel counter readings: GETs share recent ones, writes wait for a new one. */
@@ -120,6 +126,7 @@ export class RuleService {
     this.events = options.events;
     this.slots = options.slots;
     this.now = options.now ?? (() => new Date());
+    this.engineStatus = options.engineStatus ?? (() => this.engine.status());
     this.counters = new RuleCounterBook(options.store);
     this.counterReading = new SharedReading(() => this.sampleCounters(), options.counterMaxAgeMs ?? COUNTER_MAX_AGE_MS, options.clockMs);
   }
@@ -617,7 +624,7 @@ export class RuleService {
 
   private engineDownProblem(error: unknown): Error {
     if (error !== undefined && !isEngineDown(error)) return error as Error;
-    const status = this.engine.status();
+    const status = this.engineStatus();
     const why = status.detail !== null ? ` (${status.detail})` : '';
     return new ProblemError(503, `the filtering engine is ${status.state === 'OPEN' ? 'DOWN' : status.state}${why}; nothing was changed, retry later`, {
       headers: { 'Retry-After': String(ENGINE_RETRY_AFTER_SECONDS) },

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeEngine } from '../helpers/fake-engine.js';
-import { startTestApp, type TestApp } from '../helpers/app.js';
+import { assertProblem, draft, startTestApp, type TestApp } from '../helpers/app.js';
 import type { BusEvent } from '../../lib/services/event-bus.js';
 
 async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -61,6 +61,9 @@ test('engine loss: RECOVERING while re-attaching and re-applying, with the loss 
   assert.equal(during.state, 'RECOVERING');
   assert.match(String(during.detail), /nc_egress no longer attached/);
   assert.doesNotMatch(String(during.detail), /engine closed/);
+  // A write meanwhile is refused with the same account, not the engine's bare "closed".
+  const refused = assertProblem(await app.request({ method: 'POST', url: '/api/v1/rules', payload: draft() }), 503);
+  assert.match(String(refused.detail), /RECOVERING.*nc_egress no longer attached/);
 
   release();
   await until(() => seen.some((event) => event.name === 'engine_recovered'), 2000, 'engine_recovered');
