@@ -13,12 +13,11 @@
  * iperf3 run has a timeout and the whole run stops starting cells after --max-minutes; namespaces,
  * qdiscs, the relay and the service are removed in `finally` and by the exit hooks.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetLab, type IperfServer, type NetPath } from '../test/net/netlab.js';
 import { copyExecutable, runIperf, type IperfResult } from '../test/net/iperf.js';
-import { repoRoot, run, sleep } from '../test/net/exec.js';
+import { run, sleep } from '../test/net/exec.js';
+import { runBench, writeBenchResult } from './results.js';
 import { NetClampService } from '../test/e2e/service.js';
 import {
   HtbShaper, NetClampShaper, TCP_FRAME_OVERHEAD, TrickleShaper, UDP_FRAME_OVERHEAD, jainIndex,
@@ -249,13 +248,7 @@ async function main(): Promise<number> {
   const table = renderTable(cells, shaperNames);
   console.log('\n' + table);
   if (cost) console.log('\n' + cost.summary);
-  const resultsDir = join(repoRoot(), 'bench', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({
-    date: started.toISOString(), finished: new Date().toISOString(), kernel: (await run('uname', ['-r'])).stdout.trim(),
-    argv: process.argv.slice(2), target: TARGET, cells, cost, table,
-  }, null, 2) + '\n');
+  const file = await writeBenchResult('bench', started, { target: TARGET, cells, cost, table });
   console.log(`\nwrote ${file}`);
   return 0;
 }
@@ -395,10 +388,4 @@ function inTarget(cell: Cell, outcome: Run): boolean {
   return outcome.ratio >= TARGET.goodput.min && outcome.ratio <= TARGET.goodput.max;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error('bench failed:', error);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -20,14 +20,15 @@
  * app's list, generation bump) like LIMIT, without using licensed clamp slots, and unlike BLOCK they add
  * no socket-destroy pass over every namespace to each change.
  */
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { NativeEngine } from '../lib/engine/native.js';
 import type { EngineRule } from '../lib/engine/engine.js';
-import { repoRoot, run } from '../test/net/exec.js';
+import { run } from '../test/net/exec.js';
+import { runBench, writeBenchResult } from './results.js';
 import { NetClampService, ruleDraft, type RuleDraft, type StoredRule } from '../test/e2e/service.js';
 import { fixed, formatTable, quantile } from './table.js';
 
@@ -409,21 +410,9 @@ async function main(): Promise<number> {
   }
   const table = sections.join('\n\n');
   console.log('\n' + table);
-  const resultsDir = join(repoRoot(), 'bench', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `control-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({
-    date: started.toISOString(), finished: new Date().toISOString(), kernel: (await run('uname', ['-r'])).stdout.trim(),
-    argv: process.argv.slice(2), target: TARGET, settings, latency, engine: engineSteps, bulk, listingCreateSeconds, loads, table,
-  }, null, 2) + '\n');
+  const file = await writeBenchResult('control', started, { target: TARGET, settings, latency, engine: engineSteps, bulk, listingCreateSeconds, loads, table });
   console.log(`\nwrote ${file}`);
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error('bench failed:', error);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -22,12 +22,11 @@
  * BURST (the yardstick, not a data-plane setting): max(64 KiB, 40 ms of the new limit); 64 KiB is one
  * GSO skb, 40 ms the ingress bucket's depth.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetLab, type NetPath } from '../test/net/netlab.js';
 import { copyExecutable } from '../test/net/iperf.js';
-import { repoRoot, run, sleep } from '../test/net/exec.js';
+import { run, sleep } from '../test/net/exec.js';
+import { runBench, writeBenchResult } from './results.js';
 import { NetClampService, ruleDraft, type StoredRule } from '../test/e2e/service.js';
 import { startRateProbe } from './rate-probe.js';
 import {
@@ -226,21 +225,9 @@ async function main(): Promise<number> {
   const table = formatTable(header, rows);
   console.log('\n' + table);
   console.log(`(time 0 = PUT sent; settle = follows the new limit within one burst + ${SETTLE_TOLERANCE * 100}% from then on; burst = max(64 KiB, 40 ms of the new limit); tcp ${congestionControl})`);
-  const resultsDir = join(repoRoot(), 'bench', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `responsive-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({
-    date: started.toISOString(), finished: new Date().toISOString(), kernel: (await run('uname', ['-r'])).stdout.trim(),
-    argv: process.argv.slice(2), target: TARGET, congestionControl, trials, table,
-  }, null, 2) + '\n');
+  const file = await writeBenchResult('responsive', started, { target: TARGET, congestionControl, trials, table });
   console.log(`\nwrote ${file}`);
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error('bench failed:', error);
-    process.exit(1);
-  },
-);
+runBench(main);
