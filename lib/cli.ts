@@ -77,7 +77,11 @@ async function main(argv: string[]): Promise<void> {
     stopping = true;
     server.app.log.info({ signal }, 'shutting down');
     server.close().then(
-      () => process.exit(0),
+      () => {
+        // After close() the log file is closed too: the last word goes where "listening on" went.
+        process.stdout.write('netclamp stopped: rules saved, nothing left attached to the kernel\n');
+        process.exit(0);
+      },
       (error: unknown) => {
         process.stderr.write(`netclamp: shutdown failed: ${(error as Error).message}\n`);
         process.exit(1);

@@ -31,6 +31,7 @@ describe('service restart and stop (e2e)', privilegedSuite(), () => {
 
     const stopped = await service.stop();
     assert.equal(stopped.code, 0, `service exit after SIGTERM: ${stopped.code ?? stopped.signal}`);
+    assert.match(service.output, /netclamp stopped: /, 'the service says it has stopped');
     assert.deepEqual(await leftoversSince(programsBefore), [], 'NetClamp left BPF state behind after stop');
     // With the service gone, nothing blocks the copy: proof the block came from the service.
     const unblocked = await timedRun(app.path, curlArgs, 15_000);
