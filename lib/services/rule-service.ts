@@ -163,11 +163,7 @@ export class RuleService {
 
   // ---- writes ------------------------------------------------------------------------------------
 
-  /**
-   * An enabled rule goes into the kernel first, under the id its row will get, and the row is written
-   * afterwards with the outcome: one SQLite commit per create, and an ENGINE_DOWN has written nothing.
-   * A crash in between leaves a kernel entry without a row, which the engine's re-open drops.
-   */
+  /** An enabled rule goes into the kernel first, under the id its row will get (see applyThenWrite). */
   create(draft: RuleDraft): Promise<Rule> {
     return this.exclusive(async () => {
       const slots = ruleSlots(draft);
@@ -178,22 +174,11 @@ export class RuleService {
       const candidate: StoredRule = {
         ...draft, id: this.store.nextId(), revision: 1, sync_state: 'PENDING', sync_error: null, group_id: null, created_at: now, updated_at: now,
       };
-      let outcome: SyncOutcome;
-      try {
-        outcome = await this.engineApply(candidate, true);
-      } catch (error) {
-        throw this.engineDownProblem(error);
-      }
-      let stored: StoredRule;
-      try {
+      const stored = await this.applyThenWrite(candidate, undefined, (outcome) => {
         // Again, right before the write: a quota may have taken the last slot during the engine's await.
         this.slots?.requireSlots(slots, 'this rule');
-        stored = this.store.insert(draft, outcome.state, now, null, { id: candidate.id, syncError: outcome.error });
-      } catch (error) {
-        await this.revertEngine(candidate, undefined);
-        throw error;
-      }
-      this.afterSync(stored, outcome);
+        return this.store.insert(draft, outcome.state, now, null, { id: candidate.id, syncError: outcome.error });
+      });
       return this.presentFresh(stored.id);
     });
   }
@@ -214,26 +199,14 @@ export class RuleService {
       if (current.enabled || draft.enabled) this.requireEngine();
       const slots = ruleSlots(draft) - ruleSlots(current);
       this.slots?.requireSlots(slots, `rule ${id}`);
-      // As for create: the kernel first, then one commit of the new row with its outcome.
       const now = this.timestamp();
       const next: StoredRule = { ...current, ...draft, revision: current.revision + 1, sync_error: null, updated_at: now };
-      let outcome: SyncOutcome;
-      try {
-        outcome = draft.enabled ? await this.engineApply(next, true) : await this.engineRemove(next);
-      } catch (error) {
-        throw this.engineDownProblem(error);
-      }
-      let updated: StoredRule;
-      try {
+      await this.applyThenWrite(next, current, (outcome) => {
         this.slots?.requireSlots(slots, `rule ${id}`);
-        updated = this.store.replace(id, draft, outcome.state, now, outcome.error);
-      } catch (error) {
-        await this.revertEngine(next, current);
-        throw error;
-      }
+        return this.store.replace(id, draft, outcome.state, now, outcome.error);
+      });
       // Only now: the kernel's counters were reset by the apply (or went with the removal).
       this.counters.zero(id);
-      this.afterSync(updated, outcome);
       return this.presentFresh(id);
     });
   }
@@ -458,6 +431,30 @@ export class RuleService {
     this.store.setSyncState(rule.id, rule.revision, outcome.state, outcome.error);
     this.afterSync(rule, outcome);
     return outcome;
+  }
+
+  /**
+   * A create or update: the kernel first (apply, or remove for a disabled rule), then `write` commits the
+   * row once, with the outcome. An ENGINE_DOWN has written nothing (503); a row that cannot be written (a
+   * slot taken meanwhile, SQLite) undoes the kernel change. A crash in between leaves a kernel entry
+   * without a row, which the engine's re-open drops.
+   */
+  private async applyThenWrite(rule: StoredRule, previous: StoredRule | undefined, write: (outcome: SyncOutcome) => StoredRule): Promise<StoredRule> {
+    let outcome: SyncOutcome;
+    try {
+      outcome = rule.enabled ? await this.engineApply(rule, true) : await this.engineRemove(rule);
+    } catch (error) {
+      throw this.engineDownProblem(error);
+    }
+    let stored: StoredRule;
+    try {
+      stored = write(outcome);
+    } catch (error) {
+      await this.revertEngine(rule, previous);
+      throw error;
+    }
+    this.afterSync(stored, outcome);
+    return stored;
   }
 
   /** Puts an enabled rule into the kernel; what came of it, without recording it. Throws only ENGINE_DOWN. */
