@@ -767,7 +767,7 @@ evaluate:
 	int verdict = 1;
 	if (r->action == NC_ACT_LIMIT) {
 		int tcp = flow.proto == NC_PROTO_TCP;
-		int lone = 0;
+		int lone = 0; /* read here: nc_police decides under the bucket's spin lock, where no helper may run */
 		if (tcp && egress) {
 			struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
 			lone = tp && tp->packets_out == 0;
