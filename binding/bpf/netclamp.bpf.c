@@ -33,6 +33,8 @@ volatile __u32 exec_watch;
 /* Shaping knobs (milliseconds of the rate); user space sets them at open(). */
 volatile __u32 egress_debt_ms = 300;
 volatile __u32 ingress_burst_ms = 40;
+/* Installed rules that queue downloads (LIMIT, PER_APP, download rate): 0 lets nc_tc_ingress return at once. */
+volatile __u32 queue_rules;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -77,6 +79,21 @@ struct {
 	__type(key, struct nc_bucket_key);
 	__type(value, struct nc_bucket);
 } nc_buckets SEC(".maps");
+
+/* Download queues: (namespace, bucket) -> HTB class and queue device; and each class's bucket, for nc_ingress. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NC_MAX_QUEUES);
+	__type(key, struct nc_queue_key);
+	__type(value, struct nc_queue);
+} nc_queues SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NC_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, struct nc_queue_key);
+} nc_queue_classes SEC(".maps");
 
 /* Rule id -> counters; entries are created (and zeroed) by user space when a rule is applied. */
 struct {
@@ -554,6 +571,14 @@ static __always_inline int nc_police(const struct nc_rule *r, struct nc_sk_tag *
 	}
 	int fair = t && r->scope != NC_SCOPE_CONNECTION;
 
+	if (!egress && r->scope == NC_SCOPE_APP && (skb->priority >> 16) == NC_QUEUE_MAJOR) {
+		/* Came through this bucket's download queue (nc_tc_ingress): its HTB class held it to the rate. */
+		__u32 classid = skb->priority & ~0xfU; /* the queue's class; the low bits chose the child */
+		struct nc_queue_key *owner = bpf_map_lookup_elem(&nc_queue_classes, &classid);
+		if (owner && owner->rule_id == r->id && owner->dev == key.a && owner->ino == key.b)
+			return 1;
+	}
+
 	__s64 cap, debt_limit;
 	if (egress) {
 		/* A 64 KiB GSO skb fits through the debt zone, so the positive part can stay small: what an
@@ -665,22 +690,22 @@ static __always_inline int nc_police(const struct nc_rule *r, struct nc_sk_tag *
 	return verdict;
 }
 
-/* Remote address, port and IP protocol of a packet; the network header is at offset 0. */
-static __always_inline int nc_parse(struct __sk_buff *skb, int egress, struct nc_flow *f)
+/* Remote address, port and IP protocol of a packet whose network header is at offset `o`. */
+static __always_inline int nc_parse_at(struct __sk_buff *skb, __u32 o, int egress, struct nc_flow *f)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 vihl;
 		struct { __u8 proto; __u8 csum[2]; __u32 saddr; __u32 daddr; } __attribute__((packed)) h;
 		__u16 frag;
-		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 6, &frag, 2) ||
-		    bpf_skb_load_bytes(skb, 9, &h, sizeof(h)))
+		if (bpf_skb_load_bytes(skb, o, &vihl, 1) || bpf_skb_load_bytes(skb, o + 6, &frag, 2) ||
+		    bpf_skb_load_bytes(skb, o + 9, &h, sizeof(h)))
 			return -1;
 		f->family = 4;
 		f->addr[0] = egress ? h.daddr : h.saddr;
 		__u32 l4 = (vihl & 0xf) * 4;
 		if ((h.proto == IPPROTO_TCP || h.proto == IPPROTO_UDP) && !(bpf_ntohs(frag) & 0x1fff)) {
 			__u16 ports[2];
-			if (!bpf_skb_load_bytes(skb, l4, ports, 4))
+			if (!bpf_skb_load_bytes(skb, o + l4, ports, 4))
 				f->port = bpf_ntohs(egress ? ports[1] : ports[0]);
 		}
 		return 0;
@@ -688,17 +713,22 @@ static __always_inline int nc_parse(struct __sk_buff *skb, int egress, struct nc
 	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		__u8 nexthdr;
 		__u32 a[4];
-		if (bpf_skb_load_bytes(skb, 6, &nexthdr, 1) || bpf_skb_load_bytes(skb, egress ? 24 : 8, a, 16))
+		if (bpf_skb_load_bytes(skb, o + 6, &nexthdr, 1) || bpf_skb_load_bytes(skb, o + (egress ? 24 : 8), a, 16))
 			return -1;
 		nc_set_addr6(f, a);
 		if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP) {
 			__u16 ports[2];
-			if (!bpf_skb_load_bytes(skb, 40, ports, 4))
+			if (!bpf_skb_load_bytes(skb, o + 40, ports, 4))
 				f->port = bpf_ntohs(egress ? ports[1] : ports[0]);
 		}
 		return 0;
 	}
 	return -1;
+}
+
+static __always_inline int nc_parse(struct __sk_buff *skb, int egress, struct nc_flow *f)
+{
+	return nc_parse_at(skb, 0, egress, f);
 }
 
 static __always_inline int nc_skb(struct __sk_buff *skb, int egress)
@@ -792,6 +822,114 @@ SEC("cgroup_skb/ingress")
 int nc_ingress(struct __sk_buff *skb)
 {
 	return nc_skb(skb, 0);
+}
+
+/* ---- download queueing: tc ingress -> queue device (IFB + HTB) ---------------------------------- */
+
+#define NC_TC_NEXT -1 /* TCX_NEXT / TC_ACT_UNSPEC: not ours, the interface's other tc programs and filters decide */
+#define ETH_HLEN 14
+
+/*
+ * On the ingress hook (a tcx link, so it goes with the process) of every Ethernet-type interface and of
+ * loopback (14-byte link header): a TCP segment with payload for a socket whose rule limits downloads
+ * PER_APP goes to the queue device of the interface's network namespace, whose HTB class for the bucket
+ * releases it at the rate, and IFB hands it back to this interface's ingress.
+ * Queueing instead of dropping is what holds a download to its limit at ~0 RTT: policing drops there
+ * left the sender waiting for its timers (0.14-0.78 of the limit on loopback). Segments without payload
+ * are never queued (ACKs of the app's uploads would wait behind its downloads). A bucket without a class
+ * yet asks user space for one and is policed by nc_ingress meanwhile.
+ */
+SEC("tc")
+int nc_tc_ingress(struct __sk_buff *skb)
+{
+	if (!queue_rules)
+		return NC_TC_NEXT;
+
+	struct bpf_sock_tuple tuple = {};
+	__u32 tuple_len, l4;
+	struct { __u16 sport; __u16 dport; __u32 seq; __u32 ack; __u8 doff; __u8 flags; } __attribute__((packed)) tcp;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct { __u8 vihl; __u8 tos; __u16 len; __u16 id; __u16 frag; __u8 ttl; __u8 proto; __u16 csum;
+			 __u32 saddr; __u32 daddr; } __attribute__((packed)) ip;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
+			return NC_TC_NEXT;
+		if (ip.proto != IPPROTO_TCP || (bpf_ntohs(ip.frag) & 0x3fff))
+			return NC_TC_NEXT;
+		l4 = ETH_HLEN + (ip.vihl & 0xf) * 4;
+		if (bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
+			return NC_TC_NEXT;
+		tuple.ipv4.saddr = ip.saddr;
+		tuple.ipv4.daddr = ip.daddr;
+		tuple.ipv4.sport = tcp.sport;
+		tuple.ipv4.dport = tcp.dport;
+		tuple_len = sizeof(tuple.ipv4);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct { __u32 vtcflow; __u16 len; __u8 nexthdr; __u8 hops; __u32 saddr[4]; __u32 daddr[4]; }
+			__attribute__((packed)) ip6;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+			return NC_TC_NEXT;
+		if (ip6.nexthdr != IPPROTO_TCP)
+			return NC_TC_NEXT;
+		l4 = ETH_HLEN + 40;
+		if (bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
+			return NC_TC_NEXT;
+		__builtin_memcpy(tuple.ipv6.saddr, ip6.saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, ip6.daddr, 16);
+		tuple.ipv6.sport = tcp.sport;
+		tuple.ipv6.dport = tcp.dport;
+		tuple_len = sizeof(tuple.ipv6);
+	} else {
+		return NC_TC_NEXT;
+	}
+	if (skb->len <= l4 + (tcp.doff >> 4) * 4)
+		return NC_TC_NEXT;
+
+	struct bpf_sock *sk = bpf_sk_lookup_tcp(skb, &tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return NC_TC_NEXT;
+	/* The socket's namespace: bpf_get_netns_cookie(skb) answers init_net for a packet without a socket. */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u64 netns = tp ? BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie) : 0;
+	struct nc_sk_tag *t = bpf_sk_storage_get(&nc_sk, sk, 0, 0);
+	struct nc_app_key app = {};
+	__s32 slot = -1;
+	int decide = 0;
+	__u8 initiator = 0;
+	if (t && t->tagged && t->tgid != exempt_tgid && netns) {
+		app = t->app;
+		initiator = t->initiator;
+		if (initiator && t->cache_gen == generation + 1)
+			slot = t->cache_slot;
+		else
+			decide = 1;
+	}
+	bpf_sk_release(sk);
+	if (decide) {
+		struct nc_flow flow = { .proto = NC_PROTO_TCP };
+		if (nc_parse_at(skb, ETH_HLEN, 0, &flow) < 0)
+			return NC_TC_NEXT;
+		flow.dir = initiator ? initiator : NC_DIR_IN;
+		slot = nc_decide(&app, &flow);
+	}
+	if (slot < 0)
+		return NC_TC_NEXT;
+	__u32 k = slot;
+	struct nc_rule *r = bpf_map_lookup_elem(&nc_rules, &k);
+	if (!r || !r->in_use || r->action != NC_ACT_LIMIT || !r->rate_down || r->scope != NC_SCOPE_APP)
+		return NC_TC_NEXT;
+
+	struct nc_queue_key key = { .netns = netns, .ino = app.ino, .dev = app.dev, .rule_id = r->id };
+	struct nc_queue *q = bpf_map_lookup_elem(&nc_queues, &key);
+	if (!q) {
+		struct nc_queue ask = {};
+		bpf_map_update_elem(&nc_queues, &key, &ask, BPF_NOEXIST);
+		return NC_TC_NEXT;
+	}
+	if (!q->classid || !q->ifindex)
+		return NC_TC_NEXT;
+	/* Consecutive local (or remote) ports of an app's connections land in distinct child classes. */
+	skb->priority = q->classid + 1 + (bpf_ntohs(tcp.sport) + bpf_ntohs(tcp.dport)) % NC_QUEUE_FLOWS;
+	return bpf_redirect(q->ifindex, 0);
 }
 
 /* ---- tear down connections a new rule blocks ----------------------------------------------------- */

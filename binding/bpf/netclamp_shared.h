@@ -17,6 +17,9 @@
 #define NC_MAX_RATE (1ULL << 34) /* bytes/s; keeps refill arithmetic inside 64 bits */
 #define NC_CONTROL_LEN 128      /* an IPv6 + TCP header with 40 bytes of options: no payload */
 #define NC_FAIR_EPOCH_NS 250000000ULL /* a socket that moved a packet in the last 1-2 epochs is active */
+#define NC_QUEUE_MAJOR 0x4e43   /* HTB handle on the download queue device: classes are NC_QUEUE_MAJOR:minor */
+#define NC_MAX_QUEUES 4095      /* download queues (one per PER_APP bucket of a download limit and netns) */
+#define NC_QUEUE_FLOWS 15       /* per queue, child classes its connections are spread over (by port) */
 
 enum nc_action { NC_ACT_ALLOW = 1, NC_ACT_BLOCK = 2, NC_ACT_LIMIT = 3 };
 /* Direction bits: a flow is OUT or IN; a rule's mask holds the directions it matches. */
@@ -61,6 +64,26 @@ struct nc_bucket_key {
 	__u32 scope;
 	__u64 a;
 	__u64 b;
+};
+
+/*
+ * Download queues (nc_queues): one HTB class per PER_APP bucket with a download limit and network
+ * namespace. The tc ingress program asks for one by inserting classid 0; user space creates the queue
+ * device of that namespace (IFB + HTB) if needed and the queue's classes, then writes its id,
+ * (NC_QUEUE_MAJOR << 16) | minor, and the device's ifindex. The queue is an HTB class at the limit
+ * (minor a multiple of 16, unique across namespaces) with NC_QUEUE_FLOWS children (minor + 1 ..) that
+ * share it round-robin, so one connection's backlog does not starve the app's others.
+ */
+struct nc_queue_key {
+	__u64 netns;         /* network namespace cookie of the interface the packet arrived on */
+	__u64 ino;           /* the bucket: rule and executable identity */
+	__u32 dev;
+	__u32 rule_id;
+};
+
+struct nc_queue {
+	__u32 classid;
+	__u32 ifindex;       /* the queue device, in that namespace */
 };
 
 struct nc_counters {

@@ -36,6 +36,7 @@
 #include "../common/backend.h"
 #include "netclamp.skel.h"
 #include "netclamp_shared.h"
+#include "download_queues.h"
 #include "socket_table.h"
 
 // nc_app_key lives in the global namespace (shared C header): its operators must too, for ADL.
@@ -252,6 +253,7 @@ class LinuxBackend : public Backend {
     }
     TagExistingSockets();
     StartExecWatcher();
+    StartDownloadQueue();
 
     free_slots_.clear();
     for (uint32_t slot = 0; slot < NC_MAX_RULES; slot++) free_slots_.push_back(slot);
@@ -411,6 +413,7 @@ class LinuxBackend : public Backend {
     BumpGeneration();
     if (existed) free_slots_.push_back(old_slot);
     if (scope_changed) DeleteBuckets(spec.id);
+    RetuneDownloadQueues(spec.id);
     SetExecWatch();
     DestroyBlockedConnections();
   }
@@ -435,6 +438,7 @@ class LinuxBackend : public Backend {
     free_slots_.push_back(slot);
     bpf_map__delete_elem(skel_->maps.nc_rule_stats, &id, sizeof id, 0);
     DeleteBuckets(id);
+    RetuneDownloadQueues(id);
     SetExecWatch();
     // Removing a higher-priority ALLOW may expose a BLOCK underneath.
     DestroyBlockedConnections();
@@ -591,6 +595,7 @@ class LinuxBackend : public Backend {
 
   void Detach(const std::string& why) {
     std::lock_guard<std::recursive_timed_mutex> rules_lock(rules_mu_);
+    StopDownloadQueue();
     StopExecWatcher();
     {
       std::lock_guard<std::mutex> lock(status_mu_);
@@ -886,6 +891,63 @@ class LinuxBackend : public Backend {
     }
   }
 
+  // ---- download queueing (download_queues.h): downloads limited PER_APP are queued, not policed -----
+
+  void StartDownloadQueue() {
+    downloads_ = std::make_unique<DownloadQueues>(
+        bpf_program__fd(skel_->progs.nc_tc_ingress), bpf_map__fd(skel_->maps.nc_queues),
+        bpf_map__fd(skel_->maps.nc_queue_classes), [this](uint32_t id) { return QueueRate(id); });
+    downloads_->SyncNamespaces();
+    queue_stop_ = false;
+    queue_thread_ = std::thread([this] { QueueLoop(); });
+  }
+
+  void StopDownloadQueue() {
+    queue_stop_ = true;
+    if (queue_thread_.joinable()) queue_thread_.join();
+    if (skel_) __atomic_store_n(&skel_->bss->queue_rules, 0u, __ATOMIC_SEQ_CST);
+    downloads_.reset();
+  }
+
+  // Serves class requests every 20 ms; looks for new namespaces and interfaces every second.
+  void QueueLoop() {
+    auto next_sync = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!queue_stop_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      // Detach() holds the lock while it waits for this thread: never block on it indefinitely.
+      std::unique_lock<std::recursive_timed_mutex> lock(rules_mu_, std::defer_lock);
+      while (!queue_stop_ && !lock.try_lock_for(std::chrono::milliseconds(20))) {
+      }
+      if (!lock.owns_lock()) return;
+      if (!skel_ || !downloads_ || GetStatus().state != "OPEN") continue;
+      downloads_->ServeRequests();
+      if (std::chrono::steady_clock::now() >= next_sync) {
+        downloads_->SyncNamespaces();
+        next_sync = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      }
+    }
+  }
+
+  // The download rate a rule gives its PER_APP buckets' queues, or 0 when they should have none.
+  uint64_t QueueRate(uint32_t rule_id) const {
+    auto it = rules_.find(rule_id);
+    if (it == rules_.end()) return 0;
+    const RuleSpec& spec = it->second.spec;
+    if (spec.action != Action::Limit || spec.scope != LimitScope::PerApp) return 0;
+    return std::min<uint64_t>(spec.rate_down, NC_MAX_RATE);
+  }
+
+  // After a rule changed or went: its queues follow, and nc_tc_ingress knows whether any rule queues.
+  void RetuneDownloadQueues(uint32_t rule_id) {
+    if (!skel_ || !downloads_) return;
+    uint32_t queueing = 0;
+    for (const auto& [id, r] : rules_) queueing += QueueRate(id) ? 1 : 0;
+    __atomic_store_n(&skel_->bss->queue_rules, queueing, __ATOMIC_SEQ_CST);
+    downloads_->Retune(rule_id);
+    // Namespaces made since the last look (a container, a test lab) get the program now, not in a second.
+    if (QueueRate(rule_id)) downloads_->SyncNamespaces();
+  }
+
   // Adds the identities of matching execs to their pattern rules and rewrites the lists if that changed.
   void LearnExecs(const std::vector<nc_exec_event>& events) {
     if (!skel_ || GetStatus().state != "OPEN") return;
@@ -944,6 +1006,9 @@ class LinuxBackend : public Backend {
   std::atomic<bool> exec_stop_{false};
   std::vector<nc_exec_event> exec_pending_;  // filled by OnExecEvent, on the watcher thread only
   std::string exec_watch_error_ = "the engine is not open";
+  std::unique_ptr<DownloadQueues> downloads_;  // guarded by rules_mu_
+  std::thread queue_thread_;
+  std::atomic<bool> queue_stop_{false};
 };
 
 }  // namespace
