@@ -1,6 +1,7 @@
 /**
  * Other traffic shapers and filters on a Linux machine, for /status `competing_shapers`:
- * - qdiscs other than the kernel's defaults, at the root or as ingress/clsact (`tc -j qdisc show`);
+ * - qdiscs other than the kernel's defaults, at the root or as ingress/clsact (`tc -j qdisc show`), except
+ *   on NetClamp's own download queue devices;
  * - socket/skb BPF programs at the cgroup v2 root that are not ours (`bpftool -j cgroup show`);
  * - trickle and similar user-space shapers (process names, or LD_PRELOAD of their libraries).
  * Each probe that cannot run (tool missing, no permission) contributes nothing rather than failing.
@@ -17,6 +18,8 @@ const TRAFFIC_ATTACH_TYPES = /(ingress|egress|sock_create|sock_ops|sock_release|
 const SHAPER_COMMANDS = new Set(['trickle', 'trickled', 'wondershaper', 'netlimiter', 'pv']);
 const SHAPER_PRELOADS = /lib(trickle|trickle-overload|netlimit)[^ :]*\.so/;
 const OUR_PROGRAM_PREFIX = 'nc_';
+// NetClamp's own download queue devices (binding/src/linux: IFB + HTB, named after the service's pid).
+const OUR_QUEUE_DEVICE = /^nc-q\d+$/;
 const CACHE_MS = 2000;
 
 function run(file: string, args: string[]): Promise<string> {
@@ -42,7 +45,7 @@ export async function qdiscShapers(tcJson?: string, defaultQdisc?: string): Prom
     const kind = String(qdisc.kind ?? '');
     const parent = String(qdisc.parent ?? '');
     const atRoot = qdisc.root === true || parent === '' || kind === 'ingress' || kind === 'clsact';
-    if (!atRoot || DEFAULT_QDISCS.has(kind) || kind === configured) continue;
+    if (!atRoot || DEFAULT_QDISCS.has(kind) || kind === configured || OUR_QUEUE_DEVICE.test(String(qdisc.dev ?? ''))) continue;
     found.push({ name: `qdisc ${kind}`, detail: `${kind} qdisc on ${String(qdisc.dev ?? '?')} (handle ${String(qdisc.handle ?? '?')})` });
   }
   return found;

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { cgroupProgramShapers, processShapers, qdiscShapers } from '../../lib/services/competing-shapers.js';
 import { startTestApp } from '../helpers/app.js';
 
-test('qdiscs: defaults and mq children are not shapers; htb, netem, clsact and a non-default root are', async () => {
+test('qdiscs: defaults, mq children and NetClamp\'s own queue devices are not shapers; htb, netem, clsact and a non-default root are', async () => {
   const tc = JSON.stringify([
     { kind: 'noqueue', handle: '0:', dev: 'lo', root: true },
     { kind: 'mq', handle: '0:', dev: 'eth0', root: true },
@@ -15,6 +15,8 @@ test('qdiscs: defaults and mq children are not shapers; htb, netem, clsact and a
     { kind: 'htb', handle: '1:', dev: 'eth2', root: true },
     { kind: 'netem', handle: '10:', dev: 'eth2', parent: '1:10' },
     { kind: 'clsact', handle: 'ffff:', dev: 'eth3', parent: 'ffff:fff1' },
+    { kind: 'htb', handle: '4e43:', dev: 'nc-q4242', root: true },
+    { kind: 'bfifo', handle: '8001:', dev: 'nc-q4242', parent: '4e43:1' },
   ]);
   const found = await qdiscShapers(tc, 'fq');
   assert.deepEqual(found.map((entry) => entry.name), ['qdisc htb', 'qdisc clsact']);
