@@ -1,7 +1,8 @@
 /**
  * LIMIT with real TCP traffic: a copy of iperf3 (the app) against the real /usr/bin/iperf3 (no rule)
  * in a peer namespace. Over the 20 ms relay path the achieved goodput must sit within [0.90, 1.03] of the
- * limit; on loopback and plain veth (where policing is hardest) it must never exceed 1.03. A rule edited
+ * limit; on loopback and plain veth it must never exceed 1.03, and a download (queued, not policed) must
+ * reach 0.90 of it too, except with 4 connections at 256 KiB/s on loopback (below). A rule edited
  * mid-transfer changes the rate of the running transfer.
  */
 import { after, before, describe, test } from 'node:test';
@@ -26,6 +27,15 @@ function runSecondsFor(limit: number): number {
 const OMIT_SECONDS = 1;
 const RELAY_TARGET = { min: 0.9, max: 1.03 };
 const CEILING = 1.03;
+/**
+ * Downloads at ~0 RTT go through the app's queue (binding/README.md, "Download queueing"): at least 0.90
+ * of the limit (policing gave 0.14-0.78 on these paths). Not asserted for 4 connections at 256 KiB/s on
+ * loopback (0.85 measured): a loopback segment is 64 KiB, a quarter second of that limit, and each
+ * connection's queued segments trip the sender's retransmission timer.
+ */
+const DOWNLOAD_FLOOR = 0.9;
+const downloadFloorApplies = (kind: PathKind, limit: number, parallel: number): boolean =>
+  !(kind === 'loopback' && limit <= 262144 && parallel > 1);
 /** 256 KiB/s, 2 MiB/s, 16 MiB/s: the whole file takes about 6 minutes. */
 const LIMITS = [2097152, 262144, 16777216];
 
@@ -112,11 +122,13 @@ describe('LIMIT accuracy (e2e, real traffic)', privilegedSuite(), () => {
     for (const limit of LIMITS) {
       for (const direction of ['download', 'upload'] as const) {
         for (const parallel of [1, 4]) {
-          test(`${kind}: ${direction} ${limit} B/s, ${parallel} conn: never above ${CEILING}`, async (t) => {
+          const floor = direction === 'download' && downloadFloorApplies(kind, limit, parallel) ? DOWNLOAD_FLOOR : 0;
+          const goal = floor ? `ratio in [${floor}, ${CEILING}]` : `never above ${CEILING}`;
+          test(`${kind}: ${direction} ${limit} B/s, ${parallel} conn: ${goal}`, async (t) => {
             const ratio = await measureRatio(kind, direction, limit, parallel);
             t.diagnostic(`achieved/limit = ${ratio.toFixed(3)}`);
             assert.ok(ratio <= CEILING, `ratio ${ratio.toFixed(3)} above ${CEILING}`);
-            assert.ok(ratio > 0, 'no traffic at all');
+            assert.ok(ratio > floor, floor ? `ratio ${ratio.toFixed(3)} below ${floor}` : 'no traffic at all');
           });
         }
       }
