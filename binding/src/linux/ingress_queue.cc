@@ -225,6 +225,13 @@ class Rtnl {
   std::vector<uint64_t> buf_ = std::vector<uint64_t>(65536 / sizeof(uint64_t));  // > the kernel's 32 KiB dump skbs
 };
 
+// Opens nl, or says why not in *error; returns the negative errno.
+int OpenRtnl(Rtnl& nl, std::string* error) {
+  int rc = nl.Open();
+  if (rc < 0) SetError(error, Failure("opening a NETLINK_ROUTE socket", rc));
+  return rc;
+}
+
 struct Link {
   int ifindex = 0;
   unsigned short type = 0;  // ARPHRD_*
@@ -337,11 +344,8 @@ bool IngressQueue::Open(const std::string& ifb_name, std::string* error) {
     return false;
   }
   Rtnl nl;
-  int rc = nl.Open();
-  if (rc < 0) {
-    SetError(error, Failure("opening a NETLINK_ROUTE socket", rc));
-    return false;
-  }
+  int rc = OpenRtnl(nl, error);
+  if (rc < 0) return false;
   std::string kernel_msg;
 
   // A device of that name left by a crashed run: delete it (with its qdiscs). Only an IFB, though: the
@@ -443,23 +447,21 @@ bool IngressQueue::SetClass(uint16_t minor, uint16_t parent_minor, uint64_t byte
     return false;
   }
   Rtnl nl;
-  int rc = nl.Open();
-  if (rc < 0) {
-    SetError(error, Failure("opening a NETLINK_ROUTE socket", rc));
-    return false;
-  }
+  int rc = OpenRtnl(nl, error);
+  if (rc < 0) return false;
   std::string kernel_msg;
   const uint32_t classid = (static_cast<uint32_t>(kMajor) << 16) | minor;
   const uint32_t parent = (static_cast<uint32_t>(kMajor) << 16) | parent_minor;
 
   // HTB keeps burst as time: buffer is in psched ticks of 64 ns (PSCHED_TICKS2NS = << 6), i.e. how long
   // the bucket takes to fill at the class rate. Double precision is ample at 64 ns resolution.
-  const uint64_t burst = std::max<uint64_t>(bytes_per_sec / 100, kMinBurstBytes);
-  const double burst_ticks = static_cast<double>(burst) * 1e9 / static_cast<double>(bytes_per_sec) / 64.0;
-  const uint32_t buffer = burst_ticks >= 4294967295.0 ? UINT32_MAX : std::max<uint32_t>(1, static_cast<uint32_t>(burst_ticks));
-  const uint64_t cburst = std::max<uint64_t>(ceil_bytes_per_sec / 100, kMinBurstBytes);
-  const double cburst_ticks = static_cast<double>(cburst) * 1e9 / static_cast<double>(ceil_bytes_per_sec) / 64.0;
-  const uint32_t cbuffer = cburst_ticks >= 4294967295.0 ? UINT32_MAX : std::max<uint32_t>(1, static_cast<uint32_t>(cburst_ticks));
+  auto buffer_of = [](uint64_t rate) {
+    const uint64_t burst = std::max<uint64_t>(rate / 100, kMinBurstBytes);
+    const double ticks = static_cast<double>(burst) * 1e9 / static_cast<double>(rate) / 64.0;
+    return ticks >= 4294967295.0 ? UINT32_MAX : std::max<uint32_t>(1, static_cast<uint32_t>(ticks));
+  };
+  const uint32_t buffer = buffer_of(bytes_per_sec);
+  const uint32_t cbuffer = buffer_of(ceil_bytes_per_sec);
   const bool rate64 = ceil_bytes_per_sec > UINT32_MAX;
 
   tc_htb_opt opt;
@@ -552,11 +554,8 @@ bool IngressQueue::DeleteClass(uint16_t minor, std::string* error) {
   }
   if (minor == 0) return true;  // class 0 is the direct queue, never a class of ours
   Rtnl nl;
-  int rc = nl.Open();
-  if (rc < 0) {
-    SetError(error, Failure("opening a NETLINK_ROUTE socket", rc));
-    return false;
-  }
+  int rc = OpenRtnl(nl, error);
+  if (rc < 0) return false;
   const uint32_t classid = (static_cast<uint32_t>(kMajor) << 16) | minor;
   NlMsg del(RTM_DELTCLASS, 0);
   del.PutFamilyHeader(TcMsg(ifb_ifindex_, classid, static_cast<uint32_t>(kMajor) << 16));
