@@ -20,6 +20,10 @@
 #define NC_QUEUE_MAJOR 0x4e43   /* HTB handle on the download queue device: classes are NC_QUEUE_MAJOR:minor */
 #define NC_MAX_QUEUES 4095      /* download queues (one per PER_APP bucket of a download limit and netns) */
 #define NC_QUEUE_FLOWS 15       /* per queue, child classes its connections are spread over (by port) */
+/* Downloads are queued on connections with a minimum RTT up to NC_QUEUE_MAX_RTT_US, and on any connection
+ * when the limit is at least NC_QUEUE_ANY_RTT_RATE; else policed (see nc_tc_ingress). */
+#define NC_QUEUE_MAX_RTT_US 5000
+#define NC_QUEUE_ANY_RTT_RATE (2ULL << 20)
 
 enum nc_action { NC_ACT_ALLOW = 1, NC_ACT_BLOCK = 2, NC_ACT_LIMIT = 3 };
 /* Direction bits: a flow is OUT or IN; a rule's mask holds the directions it matches. */
