@@ -130,18 +130,11 @@ void DownloadQueues::SyncNamespaces() {
       continue;
     }
     for (const auto& [ifindex, fd] : it->second.links) close(fd);
-    if (it->second.queue) it->second.queue->Forget();
     for (auto c = classes_.begin(); c != classes_.end();) {
-      if (std::get<0>(c->first) == it->first) {
-        nc_queue_key k = {std::get<0>(c->first), std::get<1>(c->first), std::get<2>(c->first), std::get<3>(c->first)};
-        uint32_t classid = (static_cast<uint32_t>(NC_QUEUE_MAJOR) << 16) | c->second.minor;
-        bpf_map_delete_elem(queues_fd_, &k);
-        bpf_map_delete_elem(classes_fd_, &classid);
-        c = classes_.erase(c);
-      } else {
-        ++c;
-      }
+      auto current = c++;
+      if (std::get<0>(current->first) == it->first) DropClass(current);  // its Visit finds no namespace
     }
+    if (it->second.queue) it->second.queue->Forget();
     it = namespaces_.erase(it);
   }
 }
