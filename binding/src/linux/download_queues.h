@@ -47,6 +47,7 @@ class DownloadQueues {
   struct Class {
     uint16_t minor;  // the queue's class; its children are minor + 1 .. minor + NC_QUEUE_FLOWS
     uint64_t rate;
+    uint32_t child_bytes;  // each child's bfifo limit
   };
   using Key = std::tuple<uint64_t, uint64_t, uint32_t, uint32_t>;  // netns cookie, ino, dev, rule id
 
@@ -56,7 +57,7 @@ class DownloadQueues {
   bool AddClass(const Key& key, uint64_t rate);
   void DropClass(std::map<Key, Class>::iterator it);
   uint16_t FreeBase() const;
-  static bool SetQueue(IngressQueue& queue, uint16_t base, uint64_t rate, std::string* error);
+  static bool SetQueue(IngressQueue& queue, uint16_t base, uint64_t rate, uint32_t child_bytes, std::string* error);
   static void DeleteQueue(IngressQueue& queue, uint16_t base);
 
   int prog_fd_, queues_fd_, classes_fd_;
