@@ -907,6 +907,8 @@ class LinuxBackend : public Backend {
     if (queue_thread_.joinable()) queue_thread_.join();
     if (skel_) __atomic_store_n(&skel_->bss->queue_rules, 0u, __ATOMIC_SEQ_CST);
     downloads_.reset();
+    queueing_ids_.clear();
+    last_queue_sync_ = {};
   }
 
   // Serves class requests every 20 ms; looks for new namespaces and interfaces every second.
@@ -940,12 +942,18 @@ class LinuxBackend : public Backend {
   // After a rule changed or went: its queues follow, and nc_tc_ingress knows whether any rule queues.
   void RetuneDownloadQueues(uint32_t rule_id) {
     if (!skel_ || !downloads_) return;
-    uint32_t queueing = 0;
-    for (const auto& [id, r] : rules_) queueing += QueueRate(id) ? 1 : 0;
-    __atomic_store_n(&skel_->bss->queue_rules, queueing, __ATOMIC_SEQ_CST);
+    bool queues = QueueRate(rule_id) != 0;
+    if (queues) queueing_ids_.insert(rule_id);
+    else queueing_ids_.erase(rule_id);
+    __atomic_store_n(&skel_->bss->queue_rules, static_cast<uint32_t>(queueing_ids_.size()), __ATOMIC_SEQ_CST);
     downloads_->Retune(rule_id);
-    // Namespaces made since the last look (a container, a test lab) get the program now, not in a second.
-    if (QueueRate(rule_id)) downloads_->SyncNamespaces();
+    // Namespaces made since the last look (a container, a test lab) get the program now rather than at
+    // the next second; at most every 250 ms, so creating many rules does not walk /proc for each.
+    auto now = std::chrono::steady_clock::now();
+    if (queues && now - last_queue_sync_ >= std::chrono::milliseconds(250)) {
+      downloads_->SyncNamespaces();
+      last_queue_sync_ = now;
+    }
   }
 
   // Adds the identities of matching execs to their pattern rules and rewrites the lists if that changed.
@@ -1006,7 +1014,9 @@ class LinuxBackend : public Backend {
   std::atomic<bool> exec_stop_{false};
   std::vector<nc_exec_event> exec_pending_;  // filled by OnExecEvent, on the watcher thread only
   std::string exec_watch_error_ = "the engine is not open";
-  std::unique_ptr<DownloadQueues> downloads_;  // guarded by rules_mu_
+  std::unique_ptr<DownloadQueues> downloads_;  // guarded by rules_mu_, like the two below
+  std::set<uint32_t> queueing_ids_;              // rules whose downloads are queued (QueueRate > 0)
+  std::chrono::steady_clock::time_point last_queue_sync_;
   std::thread queue_thread_;
   std::atomic<bool> queue_stop_{false};
 };
