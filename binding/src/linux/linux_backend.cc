@@ -911,7 +911,8 @@ class LinuxBackend : public Backend {
     last_queue_sync_ = {};
   }
 
-  // Serves class requests every 20 ms; looks for new namespaces and interfaces every second.
+  // While some rule queues: serves class requests every 20 ms, looks for new namespaces and interfaces
+  // every second.
   void QueueLoop() {
     auto next_sync = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     while (!queue_stop_) {
@@ -921,7 +922,9 @@ class LinuxBackend : public Backend {
       while (!queue_stop_ && !lock.try_lock_for(std::chrono::milliseconds(20))) {
       }
       if (!lock.owns_lock()) return;
-      if (!skel_ || !downloads_ || GetStatus().state != "OPEN") continue;
+      // Nothing queues: no requests can come, and the namespace walk (which holds the rules lock for a
+      // few ms) would only delay rule changes. The first queueing rule walks them at once.
+      if (!skel_ || !downloads_ || queueing_ids_.empty() || GetStatus().state != "OPEN") continue;
       downloads_->ServeRequests();
       if (std::chrono::steady_clock::now() >= next_sync) {
         downloads_->SyncNamespaces();
