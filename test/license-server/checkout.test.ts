@@ -5,8 +5,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { verifyToken } from '../../lib/license/token.js';
 import { webhookSignature } from '../../lib/license-server/webhook-signature.js';
 import { HWID_A, HWID_B, newNonce, PACKS, startHarness } from './harness.js';
@@ -185,12 +183,10 @@ test('provider with a wrong API key, unreachable, or silent: 502/502/504', async
   const refused = await startHarness(t, { provider: settings });
   assertProblem(await refused.call('POST', '/v1/checkouts', { variant_id: '101', hwid: HWID_A, nonce: newNonce() }), 502, /401/);
 
-  // A port that was just free: nothing listens there.
-  const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  const down = await startHarness(t, { provider: { url: `http://127.0.0.1:${port}`, apiKey: 'k', storeId: '1' } });
+  // Port 1 (tcpmux): nothing listens there, and it is below the ephemeral range, so no server of this
+  // test can be handed it (a port probed free and closed again was once given to the harness's own
+  // server, which then answered 415).
+  const down = await startHarness(t, { provider: { url: 'http://127.0.0.1:1', apiKey: 'k', storeId: '1' } });
   assertProblem(await down.call('POST', '/v1/checkouts', { variant_id: '101', hwid: HWID_A, nonce: newNonce() }), 502, /unreachable/);
 
   const silent = await startHarness(t);
