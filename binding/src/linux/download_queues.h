@@ -35,7 +35,6 @@ class DownloadQueues {
   // Detaches everything and deletes every queue device this service made.
   void Stop();
 
-  std::string last_error() const { return last_error_; }
 
  private:
   struct Namespace {
@@ -65,7 +64,6 @@ class DownloadQueues {
   std::string device_name_;
   std::map<uint64_t, Namespace> namespaces_;  // by netns cookie
   std::map<Key, Class> classes_;
-  std::string last_error_;
 };
 
 }  // namespace netclamp

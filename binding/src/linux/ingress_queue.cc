@@ -322,11 +322,6 @@ tcmsg TcMsg(int ifindex, uint32_t handle, uint32_t parent) {
 
 IngressQueue::~IngressQueue() { Close(); }
 
-bool IngressQueue::is_open() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return ifb_ifindex_ != 0;
-}
-
 int IngressQueue::ifb_ifindex() const {
   std::lock_guard<std::mutex> lock(mu_);
   return ifb_ifindex_;

@@ -33,7 +33,6 @@ class IngressQueue {
   // -> direct, unshaped). Fails if already open. Returns false with *error set (what failed, the errno
   // name and strerror, and the kernel's extended ack message when there is one).
   bool Open(const std::string& ifb_name, std::string* error);
-  bool is_open() const;
   int ifb_ifindex() const;
 
   // Adds class kMajor:minor under kMajor:parent_minor (0 = the root), or changes it if it exists, with
